@@ -1,0 +1,216 @@
+"""The actor process: step envs with the newest policy, stream rollouts to the learner.
+
+One actor owns ``env.envs_per_actor`` envs and runs CPU inference on one thread. Each rollout
+of T steps is sent as one zero-copy ZeroMQ message (``explorer.wire``); weights arrive on a
+SUB socket and the newest version is applied between rollouts.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import zmq
+
+from actors.envs import StepResult, make_vec_env
+from actors.rollout import RolloutRing, RolloutStorage
+from explorer.specs import EnvSpec, weights_schema
+from explorer.wire import KIND_ROLLOUT, DropCounter, Message, WireError, decode, encode
+from learner.models import ActorCritic
+
+__all__ = ["ActorArgs", "actor_main"]
+
+_POLL_MS = 100
+_RING_SETS = 3
+
+
+@dataclass(frozen=True)
+class ActorArgs:
+    """Everything an actor process needs; picklable so it can cross ``spawn``."""
+
+    actor_id: int
+    cfg: Any
+    env_spec: EnvSpec
+    rollout_address: str
+    weights_address: str
+    env_seed: int
+    torch_seed: int
+    stop_event: Any
+
+
+class _Stopped(Exception):
+    """Raised inside the loop when the supervisor asked us to stop."""
+
+
+class Actor:
+    """Env stepping, inference and sending; ``run()`` loops until the stop event is set."""
+
+    def __init__(self, args: ActorArgs, ctx: zmq.Context) -> None:
+        cfg = args.cfg
+        self.args = args
+        self.stop_event = args.stop_event
+        self.rollout_len = cfg.actors.rollout_len
+        self.env = make_vec_env(cfg.env, cfg.env.envs_per_actor, args.env_seed)
+        self.num_envs = self.env.num_envs
+        torch.manual_seed(args.torch_seed)
+        self.model = ActorCritic(args.env_spec.obs_spec, args.env_spec.num_actions,
+                                 cfg.learner.model)
+        self.model.eval()
+        self.params = {k: v.detach().numpy() for k, v in self.model.state_dict().items()}
+        self.weights_schema = weights_schema(self.params, max_bytes=1 << 34)
+        self.policy_version = -1
+        self.weight_drops = DropCounter()
+        self.ring = RolloutRing(args.env_spec, self.rollout_len, self.num_envs,
+                                self.model.core_size, _RING_SETS)
+
+        self.push = ctx.socket(zmq.PUSH)
+        self.push.setsockopt(zmq.SNDHWM, cfg.wire.send_hwm)
+        self.push.setsockopt(zmq.LINGER, 0)
+        self.push.connect(args.rollout_address)
+        self.sub = ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.RCVHWM, 2)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.connect(args.weights_address)
+
+        self.seq = 0
+        self.env_steps = 0
+        self.blocked_s = 0.0
+        self.ep_return = np.zeros(self.num_envs, dtype=np.float64)
+        self.ep_length = np.zeros(self.num_envs, dtype=np.int64)
+
+    # -- weights ---------------------------------------------------------------------------
+    def _apply_weights(self, frames: list[Any]) -> None:
+        try:
+            msg = decode(frames, self.weights_schema)
+        except WireError as err:
+            self.weight_drops.record(err)
+            return
+        for name, array in msg.arrays.items():
+            np.copyto(self.params[name], array)
+        self.policy_version = msg.policy_version
+
+    def poll_weights(self, wait: bool) -> None:
+        """Apply the newest queued weights; with ``wait``, block until a first version arrives."""
+        while True:
+            newest = None
+            while self.sub.poll(0):
+                newest = self.sub.recv_multipart(copy=False)
+            if newest is not None:
+                self._apply_weights(newest)
+            if not wait or self.policy_version >= 0:
+                return
+            self._check_stop()
+            self.sub.poll(_POLL_MS)
+
+    # -- sending ---------------------------------------------------------------------------
+    def _check_stop(self) -> None:
+        if self.stop_event.is_set():
+            raise _Stopped
+
+    def send(self, storage: RolloutStorage, ep_returns: np.ndarray, ep_lengths: np.ndarray,
+             meta: dict[str, float]) -> None:
+        msg = Message(kind=KIND_ROLLOUT, arrays=storage.arrays(ep_returns, ep_lengths),
+                      actor_id=self.args.actor_id, seq=self.seq,
+                      policy_version=max(self.policy_version, 0), env_steps=self.env_steps,
+                      meta=meta)
+        start = time.perf_counter()
+        while not self.push.poll(_POLL_MS, zmq.POLLOUT):
+            self._check_stop()
+        storage.tracker = self.push.send_multipart(encode(msg), copy=False, track=True)
+        self.blocked_s += time.perf_counter() - start
+        self.seq += 1
+
+    # -- stepping --------------------------------------------------------------------------
+    @torch.no_grad()
+    def _policy(self, obs: dict[str, np.ndarray], core: torch.Tensor, start: np.ndarray
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        tobs = {k: torch.from_numpy(v).unsqueeze(0) for k, v in obs.items()}  # (1, B, ...)
+        logits, values, core = self.model(tobs, core, torch.from_numpy(start).unsqueeze(0))
+        return logits[0], values[0], core  # (B, A), (B,), (B, H)
+
+    def run(self) -> None:
+        t_len, b = self.rollout_len, self.num_envs
+        obs = self.env.reset()
+        core = self.model.initial_state(b)
+        episode_start = np.ones(b, dtype=bool)
+        prev_done = np.zeros(b, dtype=bool)
+        self.poll_weights(wait=True)
+        window_start, window_steps, window_blocked = time.perf_counter(), 0, 0.0
+        while True:
+            self._check_stop()
+            storage = self.ring.next()
+            storage.core_state[:] = core.numpy()
+            finished_returns: list[float] = []
+            finished_lengths: list[int] = []
+            for t in range(t_len):
+                for k, v in obs.items():
+                    storage.obs[k][t] = v
+                storage.episode_start[t] = episode_start
+                logits, values, core = self._policy(obs, core, episode_start)
+                actions = torch.distributions.Categorical(logits=logits).sample()  # (B,)
+                storage.logp[t] = torch.log_softmax(logits, -1).gather(
+                    1, actions[:, None])[:, 0].numpy()
+                storage.values[t] = values.numpy()
+                storage.actions[t] = actions.numpy()
+                result: StepResult = self.env.step(storage.actions[t])
+                done = result.terminated | result.truncated
+                valid = ~prev_done
+                storage.rewards[t] = result.rewards
+                storage.terminated[t] = result.terminated & valid
+                storage.truncated[t] = result.truncated & valid
+                storage.valid[t] = valid
+                self.ep_return += result.rewards * valid
+                self.ep_length += valid
+                ended = done & valid
+                if ended.any():
+                    finished_returns.extend(self.ep_return[ended].tolist())
+                    finished_lengths.extend(self.ep_length[ended].tolist())
+                    self.ep_return[ended] = 0.0
+                    self.ep_length[ended] = 0
+                # the step after an auto-reset step starts a new episode
+                episode_start = prev_done.copy()
+                prev_done = ended
+                obs = result.obs
+            for k, v in obs.items():
+                storage.obs[k][t_len] = v
+            _, values, _ = self._policy(obs, core, episode_start)
+            storage.values[t_len] = values.numpy()
+            self.env_steps += t_len * b
+            window_steps += t_len * b
+            now = time.perf_counter()
+            elapsed = now - window_start
+            meta = {
+                "fps": window_steps / max(elapsed, 1e-9),
+                "send_blocked_frac": (self.blocked_s - window_blocked) / max(elapsed, 1e-9),
+                "weight_drops": self.weight_drops.total,
+            }
+            if elapsed > 2.0:
+                window_start, window_steps, window_blocked = now, 0, self.blocked_s
+            self.send(storage, np.asarray(finished_returns, dtype=np.float32),
+                      np.asarray(finished_lengths, dtype=np.int32), meta)
+            self.poll_weights(wait=False)
+
+    def close(self) -> None:
+        self.push.close(0)
+        self.sub.close(0)
+        self.env.close()
+
+
+def actor_main(args: ActorArgs) -> None:
+    """Process entry point: the supervisor handles Ctrl-C, actors only watch the stop event."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    ctx = zmq.Context()
+    actor = Actor(args, ctx)
+    try:
+        actor.run()
+    except _Stopped:
+        pass
+    finally:
+        actor.close()
+        ctx.term()

@@ -1,0 +1,192 @@
+"""Vectorised environments behind one small interface: EnvPool first, gymnasium as fallback.
+
+Both backends auto-reset on the step *after* an episode ends (the step's action is ignored and
+it returns the first observation of the next episode with reward 0). The actor marks those
+steps invalid instead of hiding them, so truncated episodes keep their true final observation
+for bootstrapping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from explorer.specs import EnvSpec, ObsSpec
+
+__all__ = ["StepResult", "VecEnv", "envpool_ids", "make_vec_env", "probe_env_spec"]
+
+_OBS_KEY = "obs"
+
+
+@dataclass
+class StepResult:
+    """One vectorised step. All arrays have leading dimension B (num_envs)."""
+
+    obs: dict[str, np.ndarray]
+    rewards: np.ndarray  # (B,) float32
+    terminated: np.ndarray  # (B,) bool
+    truncated: np.ndarray  # (B,) bool
+
+
+class VecEnv(Protocol):
+    """What the actor needs from a batch of environments."""
+
+    num_envs: int
+    spec: EnvSpec
+
+    def reset(self) -> dict[str, np.ndarray]: ...
+
+    def step(self, actions: np.ndarray) -> StepResult: ...
+
+    def close(self) -> None: ...
+
+
+def _as_obs_dict(obs: Any) -> dict[str, np.ndarray]:
+    if isinstance(obs, dict):
+        return {k: np.asarray(v) for k, v in obs.items()}
+    return {_OBS_KEY: np.asarray(obs)}
+
+
+def _obs_spec_from_space(space: Any) -> ObsSpec:
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Dict):
+        return {k: _leaf_spec(k, s) for k, s in space.spaces.items()}
+    return {_OBS_KEY: _leaf_spec(_OBS_KEY, space)}
+
+
+def _leaf_spec(name: str, space: Any) -> tuple[tuple[int, ...], str]:
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Discrete):
+        return (), "int32"
+    if isinstance(space, gym.spaces.Box):
+        return tuple(space.shape), np.dtype(space.dtype).name
+    raise ValueError(
+        f"observation {name!r} has space {space}; supported: Box, Discrete (or a Dict of them)"
+    )
+
+
+def _num_actions(space: Any, env_id: str) -> int:
+    import gymnasium as gym
+
+    if not isinstance(space, gym.spaces.Discrete):
+        raise ValueError(
+            f"env {env_id!r} has action space {space}; only Discrete actions are supported"
+        )
+    return int(space.n)
+
+
+class _Backend:
+    """Shared step bookkeeping: dtype normalisation of every backend's outputs."""
+
+    spec: EnvSpec
+
+    def _cast_obs(self, obs: Any) -> dict[str, np.ndarray]:
+        out = _as_obs_dict(obs)
+        return {k: out[k].astype(self.spec.obs_spec[k][1], copy=False) for k in self.spec.obs_spec}
+
+    def _result(self, obs: Any, rew: Any, term: Any, trunc: Any) -> StepResult:
+        return StepResult(
+            obs=self._cast_obs(obs),
+            rewards=np.asarray(rew, dtype=np.float32),
+            terminated=np.asarray(term, dtype=bool),
+            truncated=np.asarray(trunc, dtype=bool),
+        )
+
+
+class EnvPoolVecEnv(_Backend):
+    """EnvPool's C++ thread pool stepping ``num_envs`` envs synchronously."""
+
+    def __init__(self, env_id: str, num_envs: int, seed: int, max_episode_steps: int | None,
+                 kwargs: dict) -> None:
+        import envpool
+
+        extra = dict(kwargs)
+        if max_episode_steps is not None:
+            extra["max_episode_steps"] = max_episode_steps
+        self._env = envpool.make(
+            env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, num_threads=1, **extra
+        )
+        self.num_envs = num_envs
+        self.spec = EnvSpec(
+            obs_spec=_obs_spec_from_space(self._env.observation_space),
+            num_actions=_num_actions(self._env.action_space, env_id),
+        )
+
+    def reset(self) -> dict[str, np.ndarray]:
+        obs, _ = self._env.reset()
+        return self._cast_obs(obs)
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        obs, rew, term, trunc, _ = self._env.step(actions.astype(np.int32, copy=False))
+        return self._result(obs, rew, term, trunc)
+
+    def close(self) -> None:
+        self._env.close()
+
+
+class GymnasiumVecEnv(_Backend):
+    """Any registered gymnasium id, vectorised in-process (SyncVectorEnv, next-step reset)."""
+
+    def __init__(self, env_id: str, num_envs: int, seed: int, max_episode_steps: int | None,
+                 kwargs: dict) -> None:
+        import gymnasium as gym
+
+        extra = dict(kwargs)
+        if max_episode_steps is not None:
+            extra["max_episode_steps"] = max_episode_steps
+        self._env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", **extra)
+        self._seed = seed
+        self.num_envs = num_envs
+        self.spec = EnvSpec(
+            obs_spec=_obs_spec_from_space(self._env.single_observation_space),
+            num_actions=_num_actions(self._env.single_action_space, env_id),
+        )
+
+    def reset(self) -> dict[str, np.ndarray]:
+        obs, _ = self._env.reset(seed=self._seed)
+        return self._cast_obs(obs)
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        obs, rew, term, trunc, _ = self._env.step(actions)
+        return self._result(obs, rew, term, trunc)
+
+    def close(self) -> None:
+        self._env.close()
+
+
+_ENVPOOL_IDS: frozenset[str] | None = None
+
+
+def envpool_ids() -> frozenset[str]:
+    """All task ids EnvPool can make (cached)."""
+    global _ENVPOOL_IDS
+    if _ENVPOOL_IDS is None:
+        import envpool
+
+        _ENVPOOL_IDS = frozenset(envpool.list_all_envs())
+    return _ENVPOOL_IDS
+
+
+def make_vec_env(env_cfg: Any, num_envs: int, seed: int) -> VecEnv:
+    """Build ``num_envs`` envs of ``env_cfg.id`` on the configured backend.
+
+    ``backend="auto"`` takes EnvPool when it knows the id, else gymnasium.
+    """
+    backend = env_cfg.backend
+    if backend == "auto":
+        backend = "envpool" if env_cfg.id in envpool_ids() else "gymnasium"
+    cls = EnvPoolVecEnv if backend == "envpool" else GymnasiumVecEnv
+    return cls(env_cfg.id, num_envs, seed, env_cfg.max_episode_steps, dict(env_cfg.envpool_kwargs))
+
+
+def probe_env_spec(env_cfg: Any) -> EnvSpec:
+    """Make one env to read its spec (the launcher does this once, before any process starts)."""
+    env = make_vec_env(env_cfg, 1, 0)
+    try:
+        return env.spec
+    finally:
+        env.close()

@@ -1,0 +1,1 @@
+"""Explorer: distributed APPO/PPO training with EnvPool actors and a PyTorch learner."""

@@ -1,0 +1,120 @@
+"""``explorer`` command line: ``run`` and ``show-config``.
+
+Errors in user input (config keys, values, paths) are printed as one line per problem and exit
+with status 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from explorer.config import ConfigError, format_config, load_config
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """A problem with what the user typed, reported without a traceback."""
+
+
+def _split_args(items: Sequence[str]) -> tuple[str | None, list[str]]:
+    """First item is the config file unless it looks like an ``a.b=value`` override."""
+    if items and "=" not in items[0]:
+        return items[0], list(items[1:])
+    return None, list(items)
+
+
+def _cmd_show_config(args: argparse.Namespace) -> int:
+    path, overrides = _split_args(args.items)
+    print(format_config(load_config(path, overrides)), end="")
+    return 0
+
+
+def _resolve_resume(run_dir: Path, overrides: list[str]):  # noqa: ANN202 - (cfg, ckpt)
+    from learner.checkpoint import latest_checkpoint
+
+    if not (run_dir / "config.yaml").is_file():
+        raise UsageError(f"--resume {run_dir}: no config.yaml there (is it a run directory?)")
+    ckpt = latest_checkpoint(run_dir / "checkpoints")
+    if ckpt is None:
+        raise UsageError(f"--resume {run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
+    return load_config(run_dir / "config.yaml", overrides), ckpt
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from actors.envs import probe_env_spec
+    from explorer.progress import ProgressReporter
+    from explorer.rundir import create_run_dir, record_resume
+    from explorer.supervisor import Supervisor
+
+    path, overrides = _split_args(args.items)
+    argv = sys.argv[1:]
+    if args.resume:
+        if path is not None:
+            raise UsageError("with --resume, give only overrides: the run's config.yaml is used")
+        run_dir = Path(args.resume)
+        cfg, ckpt = _resolve_resume(run_dir, overrides)
+        generation = record_resume(run_dir, cfg, argv)
+    else:
+        if path is None:
+            raise UsageError("give a config file, e.g. `explorer run configs/quickstart.yaml`")
+        cfg, ckpt, generation = load_config(path, overrides), None, 0
+        run_dir = create_run_dir(cfg, argv)
+    reporter = ProgressReporter(enabled=not args.quiet)
+    console = reporter.console
+    try:
+        env_spec = probe_env_spec(cfg.env)
+    except ValueError as err:
+        raise UsageError(f"env.id={cfg.env.id}: {err}") from None
+    console.print(f"run directory: {run_dir}" + (f" (resuming from {ckpt.name})" if ckpt else ""))
+    console.print(f"watch it live: tensorboard --logdir {run_dir / 'tb'}")
+    result = Supervisor(cfg, env_spec, run_dir, resume_path=ckpt, resume_generation=generation,
+                        reporter=reporter).run()
+    if result.reason == "learner_failed":
+        where = result.checkpoint or "none written"
+        console.print(f"[red]learner failed[/red]; last checkpoint: {where}; logs in {run_dir}")
+        if result.checkpoint:
+            console.print(f"resume with: explorer run --resume {run_dir}")
+    else:
+        console.print(f"{result.reason}: {result.env_steps:,} env steps; "
+                      f"checkpoint {result.checkpoint}")
+        console.print(f"logs: {run_dir}   tensorboard --logdir {run_dir / 'tb'}")
+        if result.reason == "stopped":
+            console.print(f"continue with: explorer run --resume {run_dir}")
+    return result.exit_code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="explorer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train: launcher + actors + learner from a YAML config")
+    run.add_argument("items", nargs="*", metavar="CONFIG [KEY=VALUE ...]",
+                     help="config file, then dotted overrides such as learner.lr=3e-4")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue runs/<name> from its "
+                     "newest checkpoint (overrides still apply)")
+    run.add_argument("--quiet", action="store_true", help="no progress line")
+    run.set_defaults(func=_cmd_run)
+    show = sub.add_parser("show-config", help="print the fully resolved config")
+    show.add_argument("items", nargs="*", metavar="CONFIG [KEY=VALUE ...]")
+    show.set_defaults(func=_cmd_show_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        for line in str(err).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,537 @@
+"""Run configuration: typed dataclasses, YAML loading, CLI overrides and validation.
+
+A run is described by a YAML file whose keys mirror the dataclasses below; every key is
+optional and falls back to its default. Command-line overrides use dotted keys::
+
+    explorer run configs/x.yaml learner.lr=3e-4 actors.num_procs=4 env.envpool_kwargs.foo=1
+
+Override values are parsed as YAML. Unlike plain PyYAML (YAML 1.1), numbers such as ``3e-4``
+or ``1E5`` are read as floats, in files and overrides alike; duplicate keys are errors.
+
+Validation walks the dataclass fields and their type hints; the allowed values of a field
+(``choices``, ``pattern``, bounds ``ge``/``gt``/``le``/``lt``, ``nonempty``) live in its
+``metadata``. Every problem is collected first and then reported together in one
+:class:`ConfigError`, one line per problem, each naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import functools
+import math
+import operator
+import re
+import reprlib
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+__all__ = [
+    "ActorsConfig",
+    "Config",
+    "ConfigError",
+    "EnvConfig",
+    "LearnerConfig",
+    "ModelConfig",
+    "WireConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "format_config",
+    "load_config",
+    "save_config",
+]
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message has one line per problem.
+
+    Attributes:
+        problems: The individual problem messages, in the order they were found.
+    """
+
+    def __init__(self, problems: str | Sequence[str]) -> None:
+        """Store ``problems`` (one message or several) and join them into the message."""
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def _field(default: Any, **rules: Any) -> Any:
+    """A dataclass field whose validation ``rules`` are kept in its metadata."""
+    return field(default=default, metadata=rules)
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Which environment the actors step, and how many copies each actor runs."""
+
+    #: EnvPool task id or any registered gymnasium id, e.g. ``Pong-v5`` or ``CartPole-v1``.
+    id: str = _field("MiniGrid-Empty-5x5-v0", nonempty=True)
+    #: Simulator: ``envpool`` (batched C++), ``gymnasium``, or ``auto`` (EnvPool if it has the id).
+    backend: str = _field("auto", choices=("auto", "envpool", "gymnasium"))
+    #: Environments batched inside each actor process; more amortise each policy forward pass.
+    envs_per_actor: int = _field(8, ge=1)
+    #: Truncate episodes after this many steps; ``None`` keeps the environment's own limit.
+    max_episode_steps: int | None = _field(None, ge=1)
+    #: Extra keyword arguments for ``envpool.make`` (e.g. ``episodic_life``); envpool only.
+    envpool_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ActorsConfig:
+    """Actor processes that step environments and send rollouts to the learner."""
+
+    #: Number of actor processes, each stepping its own batch of environments.
+    num_procs: int = _field(2, ge=1)
+    #: Environment steps per rollout sent to the learner (the unroll length T).
+    rollout_len: int = _field(32, ge=1)
+    #: Seconds to wait before restarting a crashed actor, so crash loops do not spin.
+    restart_backoff_s: float = _field(1.0, ge=0)
+    #: Actor restarts allowed before the run is aborted as broken.
+    max_restarts: int = _field(20, ge=0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Policy/value network architecture."""
+
+    #: Torso: ``auto`` picks from the observation space (MLP for vectors, CNN for images).
+    kind: str = _field("auto", choices=("auto", "mlp", "minigrid_cnn", "nature_cnn"))
+    #: Width of the torso's hidden layers and of its output features.
+    hidden_size: int = _field(64, ge=1)
+    #: Recurrent core after the torso; ``none`` keeps the policy feed-forward.
+    core: str = _field("none", choices=("none", "gru"))
+    #: Hidden-state size of the recurrent core (unused when ``core`` is ``none``).
+    core_size: int = _field(128, ge=1)
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """Optimisation: algorithm, loss coefficients, batching and device."""
+
+    #: ``appo`` corrects for stale actor policies with V-trace; ``ppo`` uses plain GAE.
+    algo: str = _field("appo", choices=("appo", "ppo"))
+    #: Adam learning rate.
+    lr: float = _field(3e-4, gt=0)
+    #: Adam epsilon; 1e-5 (not torch's 1e-8) is the usual, more stable PPO choice.
+    adam_eps: float = _field(1e-5, gt=0)
+    #: Decay the learning rate linearly to zero over ``total_env_steps``.
+    anneal_lr: bool = False
+    #: Discount factor for future rewards.
+    gamma: float = _field(0.99, ge=0, le=1)
+    #: GAE lambda: trades bias (low) against variance (high) in advantage estimates.
+    gae_lambda: float = _field(0.95, ge=0, le=1)
+    #: PPO clip range for the policy probability ratio.
+    clip_coef: float = _field(0.2, gt=0)
+    #: Clip value updates to this distance from the old values; ``None`` disables clipping.
+    value_clip_coef: float | None = _field(None, gt=0)
+    #: Weight of the entropy bonus, which keeps the policy exploring.
+    ent_coef: float = _field(0.01, ge=0)
+    #: Weight of the value loss in the total loss.
+    vf_coef: float = _field(0.5, ge=0)
+    #: Clip the global gradient norm to this value.
+    max_grad_norm: float = _field(0.5, gt=0)
+    #: V-trace clip on importance weights for value targets (rho bar); ``appo`` only.
+    vtrace_rho_bar: float = _field(1.0, gt=0)
+    #: V-trace clip on trace coefficients (c bar); ``appo`` only.
+    vtrace_c_bar: float = _field(1.0, gt=0)
+    #: Actor rollouts gathered into one training batch.
+    batch_rollouts: int = _field(2, ge=1)
+    #: Optimisation passes over each batch.
+    epochs: int = _field(1, ge=1)
+    #: Minibatches each batch is split into per epoch.
+    minibatches: int = _field(1, ge=1)
+    #: Standardise advantages per minibatch, which makes ``lr`` less reward-scale dependent.
+    normalize_advantages: bool = True
+    #: Clip rewards to ``[-reward_clip, reward_clip]``; ``None`` keeps raw rewards.
+    reward_clip: float | None = _field(None, gt=0)
+    #: Publish weights to actors every K updates (higher: less traffic, staler actors).
+    publish_every: int = _field(1, ge=1)
+    #: Torch device for the learner; ``auto`` uses CUDA when it is available.
+    device: str = _field(
+        "auto", choices=("auto", "cpu", "cuda"), pattern=r"cuda:\d+", pattern_hint="cuda:N"
+    )
+    #: Network architecture.
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+@dataclass(frozen=True)
+class WireConfig:
+    """ZeroMQ sockets between actors and learner."""
+
+    #: ZeroMQ transport: ``ipc`` for a single host, ``tcp`` when actors run elsewhere.
+    transport: str = _field("ipc", choices=("ipc", "tcp"))
+    #: Address the learner binds and actors connect to (tcp only).
+    host: str = _field("127.0.0.1", nonempty=True)
+    #: Port for actor-to-learner rollouts; 0 picks a free port at launch (tcp only).
+    rollout_port: int = _field(0, ge=0, le=65535)
+    #: Port for learner-to-actor weight broadcasts; 0 picks a free port at launch (tcp only).
+    weights_port: int = _field(0, ge=0, le=65535)
+    #: ZeroMQ send high-water mark: messages queued before a sender blocks (bounds staleness).
+    send_hwm: int = _field(4, ge=1)
+    #: Largest message accepted, in MiB; guards against oversized or corrupt payloads.
+    max_message_mb: float = _field(512.0, gt=0)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Root configuration of one training run."""
+
+    #: Run name; labels logs and names the run's directory under ``runs_dir``.
+    name: str = _field("run", pattern=r"\w[\w.-]*", pattern_hint="letters, digits, '_', '.', '-'")
+    #: Base random seed; every process derives its own seed from it.
+    seed: int = _field(0, ge=0)
+    #: Stop after this many environment steps, summed over all actors and environments.
+    total_env_steps: int = _field(200_000, ge=1)
+    #: Directory holding one sub-directory per run.
+    runs_dir: str = _field("runs", nonempty=True)
+    #: Seconds between metric log lines.
+    log_interval_s: float = _field(5.0, gt=0)
+    #: Seconds between checkpoints.
+    checkpoint_interval_s: float = _field(120.0, gt=0)
+    #: Environment settings.
+    env: EnvConfig = field(default_factory=EnvConfig)
+    #: Actor process settings.
+    actors: ActorsConfig = field(default_factory=ActorsConfig)
+    #: Learner and model settings.
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    #: Actor/learner transport settings.
+    wire: WireConfig = field(default_factory=WireConfig)
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads ``3e-4`` as a float (YAML 1.2) and rejects duplicate keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                    )
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+# PyYAML implements YAML 1.1, where a float needs a dot and a signed exponent ("1.0e-4").
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _parse_yaml(text: str) -> Any:
+    """Parse YAML text with :class:`_Loader`."""
+    return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader subclass
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Describe a YAML error as ``line L, column C: problem``."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if mark is None:
+        return problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _show(value: Any) -> str:
+    """Render a value and its type for an error message, e.g. ``'abc' (str)``."""
+    return "null" if value is None else f"{reprlib.repr(value)} ({type(value).__name__})"
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _split_optional(hint: Any) -> tuple[Any, bool]:
+    """Return ``(base type, is_optional)`` for ``X`` or ``X | None``."""
+    if get_origin(hint) in (Union, types.UnionType):
+        args = [arg for arg in get_args(hint) if arg is not type(None)]
+        return args[0], len(args) < len(get_args(hint))
+    return hint, False
+
+
+@functools.cache
+def _dotted_keys(cls: type) -> tuple[str, ...]:
+    """All dotted leaf keys of a config dataclass, e.g. ``learner.model.kind``."""
+    keys: list[str] = []
+    for name, hint in get_type_hints(cls).items():
+        if dataclasses.is_dataclass(hint):
+            keys += [f"{name}.{key}" for key in _dotted_keys(hint)]
+        else:
+            keys.append(name)
+    return tuple(keys)
+
+
+def _unknown_key(prefix: str, key: str, valid: Sequence[str]) -> str:
+    """Message for an unknown key, suggesting the nearest valid one."""
+    dotted = _join(prefix, key)
+    near = difflib.get_close_matches(key, valid, n=1)
+    if near:
+        return f"unknown key {dotted!r}; did you mean {_join(prefix, near[0])!r}?"
+    elsewhere = [k for k in _dotted_keys(Config) if k.rsplit(".", 1)[-1] == key]
+    if elsewhere:
+        return f"unknown key {dotted!r}; did you mean {elsewhere[0]!r}?"
+    return f"unknown key {dotted!r}; valid keys: {', '.join(sorted(valid))}"
+
+
+def _check_type(hint: Any, value: Any) -> tuple[bool, Any]:
+    """Check ``value`` against a non-optional leaf type; return ``(ok, normalised value)``."""
+    if hint is bool:
+        return isinstance(value, bool), value
+    if isinstance(value, bool):  # bool is an int subclass, but True is no count.
+        return False, value
+    if hint is float:
+        return isinstance(value, int | float), float(value) if isinstance(value, int) else value
+    if get_origin(hint) is dict or hint is dict:
+        ok = isinstance(value, Mapping) and all(isinstance(key, str) for key in value)
+        return ok, copy.deepcopy(dict(value)) if ok else value
+    return isinstance(value, hint), value
+
+
+def _type_name(hint: Any) -> str:
+    return "mapping with string keys" if get_origin(hint) is dict else hint.__name__
+
+
+_BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+_BOUND_TESTS = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
+
+
+def _check_rules(rules: Mapping[str, Any], value: Any) -> str | None:
+    """Check a well-typed value against its field's metadata rules."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be finite, got {value}"
+    if rules.get("nonempty") and not value:
+        return "must not be empty"
+    choices, pattern = rules.get("choices", ()), rules.get("pattern")
+    if (
+        (choices or pattern)
+        and value not in choices
+        and not (pattern and re.fullmatch(pattern, value))
+    ):
+        if not choices:
+            return f"{value!r} must match {rules.get('pattern_hint', pattern)}"
+        options = [*choices, rules["pattern_hint"]] if pattern else list(choices)
+        near = difflib.get_close_matches(value, choices, n=1)
+        suggestion = f"; did you mean {near[0]!r}?" if near else ""
+        return f"{value!r} is not one of {', '.join(options)}{suggestion}"
+    bounds = [name for name in _BOUNDS if name in rules]
+    if all(_BOUND_TESTS[name](value, rules[name]) for name in bounds):
+        return None
+    wanted = " and ".join(f"{_BOUNDS[name]} {rules[name]}" for name in bounds)
+    return f"must be {wanted}, got {value}"
+
+
+def _check_field(hint: Any, rules: Mapping[str, Any], value: Any) -> tuple[str | None, Any]:
+    """Validate one leaf value; return ``(problem or None, normalised value)``."""
+    base, optional = _split_optional(hint)
+    if value is None and optional:
+        return None, None
+    ok, value = _check_type(base, value)
+    if not ok:
+        expected = _type_name(base) + (" or null" if optional else "")
+        return f"expected {expected}, got {_show(value)}", value
+    return _check_rules(rules, value), value
+
+
+def _build(cls: type[T], data: Any, prefix: str, problems: list[str]) -> T:
+    """Build dataclass ``cls`` from ``data``, appending problems; bad values keep defaults."""
+    if not isinstance(data, Mapping):
+        problems.append(f"{prefix or 'config'}: expected mapping, got {_show(data)}")
+        return cls()
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    problems += [_unknown_key(prefix, str(key), list(fields)) for key in data if key not in fields]
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        if name not in fields:
+            continue
+        key, hint = _join(prefix, name), hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, key, problems)
+            continue
+        problem, value = _check_field(hint, fields[name].metadata, value)
+        if problem:
+            problems.append(f"{key}: {problem}")
+        else:
+            values[name] = value
+    return cls(**values)
+
+
+@functools.cache
+def _envpool_ids() -> frozenset[str] | None:
+    """EnvPool's task ids, or ``None`` when envpool cannot be imported."""
+    try:
+        import envpool
+    except ImportError:
+        return None
+    return frozenset(envpool.list_all_envs())
+
+
+def _gymnasium_ids() -> frozenset[str]:
+    """Ids in the gymnasium registry (not cached: plugins may register more at any time)."""
+    import gymnasium
+
+    return frozenset(gymnasium.registry)
+
+
+def _check_env_id(cfg: Config) -> list[str]:
+    """``env.id`` must be known to the backend(s) that ``env.backend`` allows."""
+    env_id, backend = cfg.env.id, cfg.env.backend
+    envpool_ids = _envpool_ids()
+    if backend == "envpool" and envpool_ids is None:
+        return ["env.backend: 'envpool' requested but envpool is not installed"]
+    per_backend = {"envpool": envpool_ids or frozenset(), "gymnasium": _gymnasium_ids()}
+    allowed = [backend] if backend in per_backend else list(per_backend)
+    known = frozenset().union(*(per_backend[name] for name in allowed))
+    if env_id in known:
+        return []
+    nearest = difflib.get_close_matches(env_id, known, n=3, cutoff=0)
+    message = f"env.id: unknown env {env_id!r}; nearest: {', '.join(nearest)}"
+    other = [name for name, ids in per_backend.items() if name not in allowed and env_id in ids]
+    if other:
+        message += f" ({other[0]} knows it: set env.backend to {other[0]} or auto)"
+    return [message]
+
+
+def _check_ports(cfg: Config) -> list[str]:
+    """Two fixed tcp ports must differ."""
+    wire = cfg.wire
+    if wire.transport == "tcp" and wire.rollout_port and wire.rollout_port == wire.weights_port:
+        return [f"wire.weights_port: must differ from wire.rollout_port ({wire.rollout_port})"]
+    return []
+
+
+def _validate(data: Any) -> tuple[Config, list[str]]:
+    """Build a :class:`Config` from ``data``; return it with every problem found."""
+    problems: list[str] = []
+    cfg = _build(Config, data, "", problems)
+    for check in (_check_env_id, _check_ports):
+        problems += check(cfg)
+    return cfg, problems
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def _apply_override(data: dict[str, Any], override: str) -> str | None:
+    """Set ``a.b.c=value`` into raw config ``data``; return a problem message or ``None``."""
+    key, sep, text = override.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        return f"override {override!r}: expected key=value, e.g. learner.lr=3e-4"
+    try:
+        value = _parse_yaml(text)
+    except yaml.YAMLError as exc:
+        return f"override {override!r}: invalid YAML value: {_yaml_problem(exc)}"
+    cls: Any = Config
+    for depth, part in enumerate(parts):
+        hints = get_type_hints(cls)
+        if part not in hints:
+            problem = _unknown_key(".".join(parts[:depth]), part, list(hints))
+            return f"override {override!r}: {problem}"
+        hint = hints[part]
+        if dataclasses.is_dataclass(hint):
+            cls = hint
+        elif depth + 1 < len(parts) and get_origin(hint) is not dict:
+            return f"override {override!r}: {'.'.join(parts[: depth + 1])} is not a mapping"
+        else:
+            break  # a leaf, or free-form keys inside a dict field
+    node = data
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+    return None
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from a (possibly partial) nested mapping.
+
+    Args:
+        data: Nested mapping mirroring the dataclasses; missing keys take their defaults.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: Listing every problem found, one per line.
+    """
+    cfg, problems = _validate(data)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Convert a config to nested plain dicts; ``config_from_dict`` inverts it exactly."""
+    return dataclasses.asdict(cfg)
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
+    """Load a YAML config file, apply ``key=value`` overrides, and validate the result.
+
+    Args:
+        path: YAML file holding a (possibly partial) mapping, or ``None`` for the defaults.
+        overrides: Strings like ``learner.lr=3e-4`` or ``env.envpool_kwargs.foo=1``; each value
+            is parsed as YAML, with ``3e-4``-style numbers read as floats.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: If the file is missing, unreadable or not a YAML mapping (reported at
+            once), or listing every bad override and every invalid value together.
+    """
+    data: Any = {}
+    if path is not None:
+        try:
+            data = _parse_yaml(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(exc)}") from None
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping, got {_show(data)}")
+    problems = [p for p in (_apply_override(data, o) for o in overrides) if p]
+    cfg, invalid = _validate(data)
+    if problems or invalid:
+        raise ConfigError(problems + invalid)
+    return cfg
+
+
+def format_config(cfg: Config) -> str:
+    """Render a config as YAML text with sorted keys (stable across runs)."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=True, default_flow_style=False)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write a config as YAML (see :func:`format_config`), creating parent directories."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(format_config(cfg), encoding="utf-8")

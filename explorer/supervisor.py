@@ -1,0 +1,275 @@
+"""The launcher/supervisor: wires every process of a run in one place and watches them.
+
+Process names are fixed (``learner``, ``actor-{i}``). The learner binds the sockets and reports
+their addresses; actors connect to them. A dead actor is restarted with exponential back-off;
+a dead learner ends the run with its last checkpoint named. Ctrl-C sets a shared stop event:
+every process finishes its current step, the learner writes a checkpoint, all exit.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actors.actor import ActorArgs, actor_main
+from explorer.progress import ProgressReporter
+from explorer.specs import EnvSpec
+from learner.checkpoint import latest_checkpoint
+from learner.worker import LearnerArgs, learner_main
+
+__all__ = ["RunResult", "Supervisor"]
+
+_TICK_S = 0.2
+_READY_TIMEOUT_S = 120.0
+_LEARNER_EXIT_TIMEOUT_S = 30.0
+_ACTOR_EXIT_TIMEOUT_S = 5.0
+
+
+@dataclass
+class RunResult:
+    """How a run ended: ``done``, ``stopped`` (Ctrl-C) or ``learner_failed``."""
+
+    reason: str
+    run_dir: Path
+    checkpoint: Path | None
+    env_steps: int = 0
+    actor_restarts: int = 0
+    last_status: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.reason == "learner_failed" else 0
+
+
+@dataclass
+class _ActorSlot:
+    actor_id: int
+    process: Any = None
+    incarnation: int = 0
+    restarts: int = 0
+    restart_at: float | None = None
+
+
+class Supervisor:
+    """Start, watch and stop the learner and actor processes of one run.
+
+    Args:
+        cfg: the resolved :class:`~explorer.config.Config`.
+        env_spec: spec probed from the env before any process starts.
+        run_dir: ``runs/<name>`` (logs, checkpoints, config.yaml).
+        resume_path: checkpoint to resume from, or None.
+        resume_generation: how many times this run was resumed (varies env seeds).
+    """
+
+    def __init__(self, cfg: Any, env_spec: EnvSpec, run_dir: Path,
+                 resume_path: Path | None = None, resume_generation: int = 0,
+                 reporter: ProgressReporter | None = None) -> None:
+        self.cfg = cfg
+        self.env_spec = env_spec
+        self.run_dir = run_dir
+        self.resume_path = resume_path
+        self.resume_generation = resume_generation
+        self.reporter = reporter or ProgressReporter(enabled=False)
+        self.ctx = mp.get_context("spawn")
+        self.stop_event = self.ctx.Event()
+        self.status_queue = self.ctx.Queue(maxsize=1000)
+        self.learner: Any = None
+        self.actors = [_ActorSlot(i) for i in range(cfg.actors.num_procs)]
+        self.addresses: dict[str, str] = {}
+        self.last_status: dict[str, Any] = {}
+        self.events: list[str] = []
+        self._ipc_dir: str | None = None
+        self._interrupted = False
+        self._writer: Any = None
+
+    # -- wiring ----------------------------------------------------------------------------
+    def _bind_addresses(self) -> tuple[str, str]:
+        wire = self.cfg.wire
+        if wire.transport == "tcp":
+            return (f"tcp://{wire.host}:{wire.rollout_port}",
+                    f"tcp://{wire.host}:{wire.weights_port}")
+        # ipc paths must stay short (~100 chars), so they live in a fresh temp dir
+        self._ipc_dir = tempfile.mkdtemp(prefix="explorer-")
+        return f"ipc://{self._ipc_dir}/rollouts", f"ipc://{self._ipc_dir}/weights"
+
+    def _seeds(self, actor_id: int, incarnation: int) -> tuple[int, int]:
+        """Env and torch seeds, distinct per actor, restart and resume, from the root seed."""
+        seq = np.random.SeedSequence(self.cfg.seed,
+                                     spawn_key=(actor_id, incarnation, self.resume_generation))
+        env_seed, torch_seed = seq.generate_state(2)
+        return int(env_seed % (1 << 31)), int(torch_seed)
+
+    def _start_learner(self) -> None:
+        rollout_addr, weights_addr = self._bind_addresses()
+        args = LearnerArgs(
+            cfg=self.cfg, env_spec=self.env_spec, run_dir=str(self.run_dir),
+            rollout_address=rollout_addr, weights_address=weights_addr,
+            stop_event=self.stop_event, status_queue=self.status_queue,
+            resume_path=str(self.resume_path) if self.resume_path else None,
+        )
+        self.learner = self.ctx.Process(target=learner_main, args=(args,), name="learner")
+        self.learner.start()
+        self._event(f"started learner (pid {self.learner.pid})")
+
+    def _wait_ready(self) -> bool:
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while time.monotonic() < deadline and not self._interrupted:
+            try:
+                kind, payload = self.status_queue.get(timeout=_TICK_S)
+            except queue.Empty:
+                if not self.learner.is_alive():
+                    return False
+                continue
+            if kind == "ready":
+                self.addresses = payload
+                return True
+        return False
+
+    def _start_actor(self, slot: _ActorSlot) -> None:
+        env_seed, torch_seed = self._seeds(slot.actor_id, slot.incarnation)
+        args = ActorArgs(
+            actor_id=slot.actor_id, cfg=self.cfg, env_spec=self.env_spec,
+            rollout_address=self.addresses["rollout"],
+            weights_address=self.addresses["weights"],
+            env_seed=env_seed, torch_seed=torch_seed, stop_event=self.stop_event,
+        )
+        slot.process = self.ctx.Process(target=actor_main, args=(args,),
+                                        name=f"actor-{slot.actor_id}")
+        slot.process.start()
+        slot.incarnation += 1
+        slot.restart_at = None
+
+    # -- watching --------------------------------------------------------------------------
+    def _event(self, text: str) -> None:
+        self.events.append(text)
+        self.reporter.event(text)
+
+    def _watch_actors(self, now: float) -> None:
+        cfg = self.cfg.actors
+        for slot in self.actors:
+            proc = slot.process
+            if slot.restart_at is not None:
+                if now >= slot.restart_at:
+                    self._start_actor(slot)
+                    self._event(f"restarted actor-{slot.actor_id} "
+                                f"(restart {slot.restarts}, pid {slot.process.pid})")
+                continue
+            if proc is None or proc.exitcode is None:
+                continue
+            if slot.restarts >= cfg.max_restarts:
+                continue
+            slot.restarts += 1
+            delay = cfg.restart_backoff_s * 2 ** min(slot.restarts - 1, 6)
+            slot.restart_at = now + delay
+            self._event(f"actor-{slot.actor_id} (pid {proc.pid}) died with exit code "
+                        f"{proc.exitcode}; restarting in {delay:.1f}s")
+            self._log_restarts()
+
+    def _log_restarts(self) -> None:
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.run_dir / "tb"), filename_suffix=".supervisor")
+        total = sum(s.restarts for s in self.actors)
+        step = int(self.last_status.get("env_steps", 0))
+        self._writer.add_scalar("perf/actor_restarts", total, step)
+        self._writer.flush()
+
+    def _drain_status(self) -> tuple[str, dict] | None:
+        """Consume learner reports; return a terminal ``(reason, payload)`` if one came."""
+        while True:
+            try:
+                kind, payload = self.status_queue.get_nowait()
+            except queue.Empty:
+                return None
+            if kind == "status":
+                self.last_status = payload
+                self.reporter.update(payload)
+            elif kind in ("done", "stopped"):
+                return kind, payload
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._interrupted:
+            self._event("second Ctrl-C: terminating processes now")
+            self._terminate_all()
+            return
+        self._interrupted = True
+        self._event("Ctrl-C: stopping all processes and writing a checkpoint")
+        self.stop_event.set()
+
+    def _terminate_all(self) -> None:
+        for proc in [self.learner, *(s.process for s in self.actors)]:
+            if proc is not None and proc.is_alive():
+                proc.terminate()
+
+    def _shutdown(self, learner_timeout: float) -> None:
+        self.stop_event.set()
+        if self.learner is not None:
+            self.learner.join(learner_timeout)
+        for slot in self.actors:
+            if slot.process is not None:
+                slot.process.join(_ACTOR_EXIT_TIMEOUT_S)
+        self._terminate_all()
+        for proc in [self.learner, *(s.process for s in self.actors)]:
+            if proc is not None:
+                proc.join(1.0)
+        if self._writer is not None:
+            self._writer.close()
+        if self._ipc_dir:
+            shutil.rmtree(self._ipc_dir, ignore_errors=True)
+
+    def run(self) -> RunResult:
+        """Run until the learner finishes, fails, or Ctrl-C; always leaves no process behind."""
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        terminal: tuple[str, dict] | None = None
+        try:
+            self._start_learner()
+            if not self._wait_ready():
+                return self._learner_failed()
+            for slot in self.actors:
+                self._start_actor(slot)
+            self._event(f"started {len(self.actors)} actors "
+                        f"({', '.join(str(s.process.pid) for s in self.actors)})")
+            self.reporter.start(self.cfg.total_env_steps)
+            while terminal is None:
+                terminal = self._drain_status()
+                if terminal is not None:
+                    break
+                if not self.learner.is_alive():
+                    terminal = self._drain_status()
+                    if terminal is None:
+                        return self._learner_failed()
+                    break
+                if not self.stop_event.is_set():
+                    self._watch_actors(time.monotonic())
+                time.sleep(_TICK_S)
+            reason, payload = terminal
+            return RunResult(reason=reason, run_dir=self.run_dir,
+                             checkpoint=Path(payload["checkpoint"]),
+                             env_steps=int(payload["env_steps"]),
+                             actor_restarts=sum(s.restarts for s in self.actors),
+                             last_status=self.last_status)
+        finally:
+            self.reporter.stop()
+            self._shutdown(_LEARNER_EXIT_TIMEOUT_S)
+            signal.signal(signal.SIGINT, previous)
+
+    def _learner_failed(self) -> RunResult:
+        code = self.learner.exitcode if self.learner is not None else None
+        ckpt = latest_checkpoint(self.run_dir / "checkpoints")
+        self._event(f"learner died (exit code {code}); stopping all actors")
+        return RunResult(reason="learner_failed", run_dir=self.run_dir, checkpoint=ckpt,
+                         env_steps=int(self.last_status.get("env_steps", 0)),
+                         actor_restarts=sum(s.restarts for s in self.actors),
+                         last_status=self.last_status)
+

@@ -1,0 +1,87 @@
+"""Stack received rollouts into one time-major training batch.
+
+Rollouts from different actors share T and differ only in which envs they cover, so a batch is
+their concatenation along the env axis B.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from explorer.wire import Message
+
+__all__ = ["Batch", "stack_rollouts"]
+
+
+@dataclass
+class Batch:
+    """Tensors of one training batch (T steps, B envs)."""
+
+    obs: dict[str, torch.Tensor]  # (T+1, B, *obs_shape)
+    actions: torch.Tensor  # (T, B) int64
+    behaviour_logp: torch.Tensor  # (T, B)
+    behaviour_values: torch.Tensor  # (T+1, B)
+    rewards: torch.Tensor  # (T, B)
+    terminated: torch.Tensor  # (T, B) float 0/1
+    ended: torch.Tensor  # (T, B) float 0/1: terminated or truncated
+    mask: torch.Tensor  # (T, B) float 0/1: valid (non auto-reset) steps
+    episode_start: torch.Tensor  # (T+1, B) bool, incl. the bootstrap observation
+    core_state: torch.Tensor  # (B, H)
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.actions.numel())
+
+    def select_envs(self, index: torch.Tensor) -> Batch:
+        """The sub-batch of env columns ``index`` (minibatches keep whole sequences)."""
+        return Batch(
+            obs={k: v[:, index] for k, v in self.obs.items()},
+            actions=self.actions[:, index], behaviour_logp=self.behaviour_logp[:, index],
+            behaviour_values=self.behaviour_values[:, index], rewards=self.rewards[:, index],
+            terminated=self.terminated[:, index], ended=self.ended[:, index],
+            mask=self.mask[:, index], episode_start=self.episode_start[:, index],
+            core_state=self.core_state[index],
+        )
+
+    def to(self, device: torch.device) -> Batch:
+        if device.type == "cpu":
+            return self
+        fields = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        moved = {k: ({n: t.to(device, non_blocking=True) for n, t in v.items()}
+                     if isinstance(v, dict) else v.to(device, non_blocking=True))
+                 for k, v in fields.items()}
+        return Batch(**moved)
+
+
+def _cat(messages: Sequence[Message], name: str, axis: int = 1) -> np.ndarray:
+    return np.concatenate([m.arrays[name] for m in messages], axis=axis)
+
+
+def stack_rollouts(messages: Sequence[Message], reward_clip: float | None) -> Batch:
+    """Concatenate ``messages`` (validated rollouts) along B into one :class:`Batch`."""
+    obs_keys = [n for n in messages[0].arrays if n.startswith("obs/")]
+    valid = _cat(messages, "valid")  # (T, B)
+    rewards = _cat(messages, "rewards")
+    if reward_clip is not None:
+        rewards = np.clip(rewards, -reward_clip, reward_clip)
+    terminated = _cat(messages, "terminated")
+    ended = terminated | _cat(messages, "truncated")
+    start = _cat(messages, "episode_start")
+    # obs[T] starts an episode when step T-1 was an auto-reset step
+    start_full = np.concatenate([start, ~valid[-1:]], axis=0)  # (T+1, B)
+    return Batch(
+        obs={k[4:]: torch.from_numpy(_cat(messages, k)) for k in obs_keys},
+        actions=torch.from_numpy(_cat(messages, "actions")),
+        behaviour_logp=torch.from_numpy(_cat(messages, "logp")),
+        behaviour_values=torch.from_numpy(_cat(messages, "values")),
+        rewards=torch.from_numpy(rewards),
+        terminated=torch.from_numpy(terminated.astype(np.float32)),
+        ended=torch.from_numpy(ended.astype(np.float32)),
+        mask=torch.from_numpy(valid.astype(np.float32)),
+        episode_start=torch.from_numpy(start_full),
+        core_state=torch.from_numpy(_cat(messages, "core_state", axis=0)),
+    )

@@ -1,0 +1,417 @@
+"""Actor-critic networks for dict observations.
+
+An observation spec maps each observation key to its per-env shape and numpy dtype name, e.g.
+``{"image": ((7, 7, 3), "uint8"), "direction": ((), "int32"), "mission": ((96,), "uint8")}``.
+The encoder is chosen once, at construction, from ``cfg.kind`` and the spec; an optional GRU
+core sits between the encoder and the policy / value heads.
+
+Shapes used below: T = time steps, B = envs, N = T * B, A = actions, H = core size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "ENCODER_KINDS",
+    "ActorCritic",
+    "MiniGridEncoder",
+    "MlpEncoder",
+    "ModelConfig",
+    "NatureCnnEncoder",
+    "ObsSpec",
+    "build_encoder",
+    "obs_to_torch",
+    "select_encoder_kind",
+]
+
+ObsSpec = dict[str, tuple[tuple[int, ...], str]]
+"""Observation key -> (per-env shape, numpy dtype name)."""
+
+ENCODER_KINDS = ("auto", "mlp", "minigrid_cnn", "nature_cnn")
+CORE_KINDS = ("none", "gru")
+
+# Keys that no encoder consumes (MiniGrid's mission is raw text bytes).
+IGNORED_KEYS = frozenset({"mission"})
+
+MINIGRID_NUM_DIRECTIONS = 4
+
+
+class ModelConfig(Protocol):
+    """The model fields of the run config (any object with these attributes works)."""
+
+    kind: str
+    hidden_size: int
+    core: str
+    core_size: int
+
+
+def layer_init(layer: nn.Module, gain: float = math.sqrt(2), bias: float = 0.0) -> nn.Module:
+    """Orthogonal weights and constant bias, as in CleanRL.
+
+    Args:
+        layer: An ``nn.Linear`` or ``nn.Conv2d``.
+        gain: Orthogonal gain.
+        bias: Constant bias value.
+
+    Returns:
+        The same layer, initialised in place.
+    """
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+def _used_keys(obs_spec: ObsSpec) -> list[str]:
+    """Sorted spec keys that encoders may consume."""
+    return sorted(k for k in obs_spec if k not in IGNORED_KEYS)
+
+
+class MlpEncoder(nn.Module):
+    """Flattens and concatenates all used keys (cast to float), then 2 tanh layers.
+
+    Input: dict of ``(N, *shape)`` tensors. Output: ``(N, hidden_size)``.
+    """
+
+    def __init__(self, obs_spec: ObsSpec, hidden_size: int) -> None:
+        """Builds the layers for ``obs_spec``.
+
+        Args:
+            obs_spec: Observation spec.
+            hidden_size: Output width.
+
+        Raises:
+            ValueError: The spec has no key / shape this encoder can take.
+        """
+        super().__init__()
+        self.in_keys = tuple(_used_keys(obs_spec))
+        if not self.in_keys:
+            raise ValueError(
+                f"mlp encoder needs at least one observation key besides {sorted(IGNORED_KEYS)}; "
+                f"got spec {obs_spec}"
+            )
+        in_size = sum(math.prod(obs_spec[k][0]) for k in self.in_keys)
+        self.out_size = hidden_size
+        self.net = nn.Sequential(
+            layer_init(nn.Linear(in_size, hidden_size)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden_size, hidden_size)),
+            nn.Tanh(),
+        )
+
+    def forward(self, obs: dict[str, Tensor]) -> Tensor:
+        """Encodes a flat batch.
+
+        Args:
+            obs: Key -> ``(N, *shape)`` tensor, any dtype.
+
+        Returns:
+            ``(N, hidden_size)`` features.
+        """
+        # each (N, prod(shape))
+        parts = [obs[k].reshape(len(obs[k]), -1).float() for k in self.in_keys]
+        return self.net(torch.cat(parts, dim=1))
+
+
+class MiniGridEncoder(nn.Module):
+    """rl-starter-files MiniGrid conv net on the HWC id image, plus one-hot direction.
+
+    Conv 2x2 (16) -> ReLU -> MaxPool 2x2 -> Conv 2x2 (32) -> ReLU -> Conv 2x2 (64) -> ReLU,
+    flattened, concatenated with the one-hot ``direction`` (if in the spec), then
+    Linear -> ReLU to ``hidden_size``. Needs an ``image`` of shape (H, W, C) with H, W >= 7.
+
+    Input: dict with ``image`` ``(N, H, W, C)`` and optionally ``direction`` ``(N,)``.
+    Output: ``(N, hidden_size)``.
+    """
+
+    MIN_SIZE = 7
+
+    def __init__(self, obs_spec: ObsSpec, hidden_size: int) -> None:
+        """Builds the layers for ``obs_spec``.
+
+        Args:
+            obs_spec: Observation spec.
+            hidden_size: Output width.
+
+        Raises:
+            ValueError: The spec has no key / shape this encoder can take.
+        """
+        super().__init__()
+        if "image" not in obs_spec:
+            raise ValueError(
+                f"minigrid_cnn encoder needs an 'image' key; got keys {list(obs_spec)}"
+            )
+        image_shape = obs_spec["image"][0]
+        if len(image_shape) != 3 or min(image_shape[:2]) < self.MIN_SIZE:
+            raise ValueError(
+                f"minigrid_cnn encoder needs 'image' of shape (H, W, C) with H, W >= "
+                f"{self.MIN_SIZE}; got {image_shape}"
+            )
+        extra = set(_used_keys(obs_spec)) - {"image", "direction"}
+        if extra:
+            raise ValueError(f"minigrid_cnn encoder cannot use keys {sorted(extra)}")
+        self.use_direction = "direction" in obs_spec
+        if self.use_direction and obs_spec["direction"][0] not in ((), (1,)):
+            raise ValueError(
+                f"minigrid_cnn encoder needs a scalar 'direction'; got shape "
+                f"{obs_spec['direction'][0]}"
+            )
+        self.in_keys = ("image", "direction") if self.use_direction else ("image",)
+
+        height, width, channels = image_shape
+        self.conv = nn.Sequential(
+            layer_init(nn.Conv2d(channels, 16, 2)),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            layer_init(nn.Conv2d(16, 32, 2)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(32, 64, 2)),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        conv_h, conv_w = (height - 1) // 2 - 2, (width - 1) // 2 - 2
+        in_size = 64 * conv_h * conv_w + (MINIGRID_NUM_DIRECTIONS if self.use_direction else 0)
+        self.out_size = hidden_size
+        self.fc = nn.Sequential(layer_init(nn.Linear(in_size, hidden_size)), nn.ReLU())
+
+    def forward(self, obs: dict[str, Tensor]) -> Tensor:
+        """Encodes a flat batch.
+
+        Args:
+            obs: ``image`` ``(N, H, W, C)`` integer ids; ``direction`` ``(N,)`` in 0..3.
+
+        Returns:
+            ``(N, hidden_size)`` features.
+        """
+        image = obs["image"].permute(0, 3, 1, 2).float()  # (N, C, H, W)
+        features = [self.conv(image)]  # (N, 64 * h * w)
+        if self.use_direction:
+            direction = obs["direction"].reshape(-1).long()  # (N,)
+            features.append(nn.functional.one_hot(direction, MINIGRID_NUM_DIRECTIONS).float())
+        return self.fc(torch.cat(features, dim=1))
+
+
+class NatureCnnEncoder(nn.Module):
+    """Nature DQN conv stack on a single CHW uint8 observation, scaled by 1/255.
+
+    Conv 8x8/4 (32) -> Conv 4x4/2 (64) -> Conv 3x3/1 (64), ReLU after each, then
+    Linear -> 512 -> ReLU -> Linear -> ``hidden_size`` -> ReLU. Needs exactly one used key,
+    of shape (C, H, W) with H, W >= 36.
+
+    Input: dict with that key ``(N, C, H, W)``. Output: ``(N, hidden_size)``.
+    """
+
+    MIN_SIZE = 36
+
+    def __init__(self, obs_spec: ObsSpec, hidden_size: int) -> None:
+        """Builds the layers for ``obs_spec``.
+
+        Args:
+            obs_spec: Observation spec.
+            hidden_size: Output width.
+
+        Raises:
+            ValueError: The spec has no key / shape this encoder can take.
+        """
+        super().__init__()
+        keys = _used_keys(obs_spec)
+        if len(keys) != 1:
+            raise ValueError(f"nature_cnn encoder needs exactly one observation key; got {keys}")
+        (key,) = keys
+        shape = obs_spec[key][0]
+        if len(shape) != 3 or min(shape[1:]) < self.MIN_SIZE:
+            raise ValueError(
+                f"nature_cnn encoder needs {key!r} of shape (C, H, W) with H, W >= "
+                f"{self.MIN_SIZE}; got {shape}"
+            )
+        self.in_keys = (key,)
+
+        channels, height, width = shape
+        self.conv = nn.Sequential(
+            layer_init(nn.Conv2d(channels, 32, 8, stride=4)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(32, 64, 4, stride=2)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(64, 64, 3, stride=1)),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        conv_h = ((height - 8) // 4 + 1 - 4) // 2 + 1 - 2
+        conv_w = ((width - 8) // 4 + 1 - 4) // 2 + 1 - 2
+        self.out_size = hidden_size
+        self.fc = nn.Sequential(
+            layer_init(nn.Linear(64 * conv_h * conv_w, 512)),
+            nn.ReLU(),
+            layer_init(nn.Linear(512, hidden_size)),
+            nn.ReLU(),
+        )
+
+    def forward(self, obs: dict[str, Tensor]) -> Tensor:
+        """Encodes a flat batch.
+
+        Args:
+            obs: The image key -> ``(N, C, H, W)`` uint8.
+
+        Returns:
+            ``(N, hidden_size)`` features.
+        """
+        image = obs[self.in_keys[0]].float() / 255.0  # (N, C, H, W)
+        return self.fc(self.conv(image))
+
+
+_ENCODERS: dict[str, type[nn.Module]] = {
+    "mlp": MlpEncoder,
+    "minigrid_cnn": MiniGridEncoder,
+    "nature_cnn": NatureCnnEncoder,
+}
+
+
+def select_encoder_kind(obs_spec: ObsSpec) -> str:
+    """Picks an encoder kind for ``kind="auto"``.
+
+    An ``image`` key of HWC shape with H, W <= 32 gives ``"minigrid_cnn"``; a 3-d uint8 key
+    (CHW) with H, W >= 64 gives ``"nature_cnn"``; anything else gives ``"mlp"``.
+
+    Args:
+        obs_spec: Observation spec.
+
+    Returns:
+        One of ``"mlp"``, ``"minigrid_cnn"``, ``"nature_cnn"``.
+    """
+    if "image" in obs_spec:
+        shape = obs_spec["image"][0]
+        if len(shape) == 3 and max(shape[:2]) <= 32 and shape[2] < min(shape[:2]):
+            return "minigrid_cnn"
+    for key in _used_keys(obs_spec):
+        shape, dtype = obs_spec[key]
+        if len(shape) == 3 and np.dtype(dtype) == np.uint8 and min(shape[1:]) >= 64:
+            return "nature_cnn"
+    return "mlp"
+
+
+def build_encoder(obs_spec: ObsSpec, kind: str, hidden_size: int) -> nn.Module:
+    """Builds the encoder for ``kind`` (resolving ``"auto"``).
+
+    Args:
+        obs_spec: Observation spec.
+        kind: One of ``ENCODER_KINDS``.
+        hidden_size: Encoder output width.
+
+    Returns:
+        An encoder with ``in_keys`` and ``out_size`` attributes.
+
+    Raises:
+        ValueError: Unknown kind, or a spec the encoder cannot take.
+    """
+    if kind not in ENCODER_KINDS:
+        raise ValueError(f"unknown encoder kind {kind!r}; valid kinds are {list(ENCODER_KINDS)}")
+    if kind == "auto":
+        kind = select_encoder_kind(obs_spec)
+    return _ENCODERS[kind](obs_spec, hidden_size)
+
+
+class ActorCritic(nn.Module):
+    """Encoder -> optional GRU core -> policy logits and value.
+
+    Attributes:
+        encoder: The observation encoder.
+        core: ``nn.GRUCell`` or ``None``.
+        core_size: Core state width H (0 without a core).
+    """
+
+    def __init__(self, obs_spec: ObsSpec, num_actions: int, cfg: ModelConfig) -> None:
+        """Builds the network.
+
+        Args:
+            obs_spec: Observation spec.
+            num_actions: Number of discrete actions A.
+            cfg: Has ``kind``, ``hidden_size``, ``core`` and ``core_size``.
+
+        Raises:
+            ValueError: Unknown encoder or core kind, or a spec the encoder cannot take.
+        """
+        super().__init__()
+        if cfg.core not in CORE_KINDS:
+            raise ValueError(f"unknown core {cfg.core!r}; valid cores are {list(CORE_KINDS)}")
+        self.encoder = build_encoder(obs_spec, cfg.kind, cfg.hidden_size)
+        features = self.encoder.out_size
+        self.core: nn.GRUCell | None = None
+        self.core_size = 0
+        if cfg.core == "gru":
+            self.core = nn.GRUCell(features, cfg.core_size)
+            for name, param in self.core.named_parameters():
+                if name.startswith("weight"):
+                    nn.init.orthogonal_(param, 1.0)
+                else:
+                    nn.init.zeros_(param)
+            self.core_size = features = cfg.core_size
+        self.policy = layer_init(nn.Linear(features, num_actions), gain=0.01)
+        self.value = layer_init(nn.Linear(features, 1), gain=1.0)
+
+    def initial_state(self, batch_size: int) -> Tensor:
+        """Zero core state.
+
+        Args:
+            batch_size: B.
+
+        Returns:
+            ``(B, core_size)`` zeros on the model's device.
+        """
+        return torch.zeros(batch_size, self.core_size, device=self.policy.weight.device)
+
+    def forward(
+        self, obs: dict[str, Tensor], core_state: Tensor, episode_start: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Runs T steps for B envs.
+
+        Args:
+            obs: Key -> ``(T, B, *shape)``; keys the encoder does not use are ignored.
+            core_state: ``(B, H)`` state before step 0.
+            episode_start: ``(T, B)`` bool; the core state is zeroed before step t where True.
+
+        Returns:
+            logits ``(T, B, A)``, values ``(T, B)``, next core state ``(B, H)``.
+        """
+        steps, batch = episode_start.shape
+        flat = {k: obs[k].reshape(steps * batch, *obs[k].shape[2:]) for k in self.encoder.in_keys}
+        x = self.encoder(flat)  # (T*B, F)
+        if self.core is not None:
+            x = x.view(steps, batch, -1)  # (T, B, F)
+            keep = (~episode_start.bool()).unsqueeze(-1).to(x.dtype)  # (T, B, 1)
+            state = core_state
+            outputs = []
+            for t in range(steps):
+                state = self.core(x[t], state * keep[t])  # (B, H)
+                outputs.append(state)
+            core_state = state
+            x = torch.stack(outputs).view(steps * batch, -1)  # (T*B, H)
+        logits = self.policy(x).view(steps, batch, -1)  # (T, B, A)
+        values = self.value(x).view(steps, batch)  # (T, B)
+        return logits, values, core_state
+
+
+def obs_to_torch(obs: dict[str, np.ndarray], device: torch.device | str) -> dict[str, Tensor]:
+    """Wraps numpy observations as tensors on ``device``.
+
+    Uses ``torch.from_numpy`` so CPU tensors share memory with the arrays; arrays torch cannot
+    share (read-only, negative strides) are copied first.
+
+    Args:
+        obs: Key -> array of any shape.
+        device: Target device.
+
+    Returns:
+        Key -> tensor with the same shape and dtype.
+    """
+    tensors = {}
+    for key, value in obs.items():
+        array = np.asarray(value)
+        if not array.flags.writeable or any(s < 0 for s in array.strides):
+            array = array.copy()
+        tensors[key] = torch.from_numpy(array).to(device)
+    return tensors

@@ -1,0 +1,285 @@
+"""The learner process: receive rollouts, train, publish weights, log, checkpoint.
+
+The socket loop never lets a bad message reach training: ``explorer.wire.decode`` rejects it,
+the drop is counted by reason (TensorBoard ``wire/dropped``), and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zmq
+
+from explorer.specs import EnvSpec, rollout_schema
+from explorer.wire import KIND_WEIGHTS, DropCounter, Message, WireError, decode, encode
+from learner.algo import Learner, resolve_device
+from learner.batch import stack_rollouts
+from learner.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+
+__all__ = ["LearnerArgs", "LearnerWorker", "learner_main"]
+
+_POLL_MS = 20
+_REPUBLISH_S = 1.0
+_STATUS_S = 1.0
+_RETURN_WINDOW = 100
+
+
+@dataclass(frozen=True)
+class LearnerArgs:
+    """Everything the learner process needs; picklable so it can cross ``spawn``."""
+
+    cfg: Any
+    env_spec: EnvSpec
+    run_dir: str
+    rollout_address: str
+    weights_address: str
+    stop_event: Any
+    status_queue: Any
+    resume_path: str | None = None
+
+
+def _bind(sock: zmq.Socket, address: str) -> str:
+    """Bind ``address``; a tcp port 0 binds a free port. Returns the address actors connect to."""
+    if address.startswith("tcp://") and address.endswith(":0"):
+        host = address[len("tcp://"):].rsplit(":", 1)[0]
+        port = sock.bind_to_random_port(f"tcp://{host}")
+        return f"tcp://{host}:{port}"
+    sock.bind(address)
+    return address
+
+
+class LearnerWorker:
+    """Socket loop around a :class:`~learner.algo.Learner`."""
+
+    def __init__(self, args: LearnerArgs, ctx: zmq.Context) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        cfg = args.cfg
+        self.args = args
+        self.cfg = cfg
+        self.run_dir = Path(args.run_dir)
+        self.learner = Learner(cfg.learner, args.env_spec, resolve_device(cfg.learner.device))
+        num_envs = cfg.env.envs_per_actor
+        max_bytes = int(cfg.wire.max_message_mb * (1 << 20))
+        self.schema = rollout_schema(args.env_spec, cfg.actors.rollout_len, num_envs,
+                                     self.learner.model.core_size, max_bytes)
+        self.drops = DropCounter()
+        self.env_steps = 0
+        self.episodes = 0
+        self.returns: collections.deque[float] = collections.deque(maxlen=_RETURN_WINDOW)
+        self.lengths: collections.deque[int] = collections.deque(maxlen=_RETURN_WINDOW)
+        if args.resume_path:
+            self._restore(Path(args.resume_path))
+
+        self.pull = ctx.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.RCVHWM, cfg.wire.send_hwm)
+        self.pull.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+        self.pull.setsockopt(zmq.LINGER, 0)
+        self.rollout_address = _bind(self.pull, args.rollout_address)
+        self.pub = ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, 2)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.weights_address = _bind(self.pub, args.weights_address)
+
+        self.writer = SummaryWriter(str(self.run_dir / "tb"),
+                                    purge_step=self.env_steps if args.resume_path else None)
+        self.pending: list[Message] = []
+        self.max_pending = 4 * cfg.learner.batch_rollouts
+        self.actor_meta: dict[int, dict] = {}
+        self.last_metrics: dict[str, float] = {}
+        self.lag: list[int] = []
+        self.fps_window: collections.deque[tuple[float, int]] = collections.deque(maxlen=64)
+        self.last_publish = 0.0
+        self.received = 0
+
+    # -- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "learner": self.learner.state_dict(),
+            "env_steps": self.env_steps,
+            "episodes": self.episodes,
+            "returns": list(self.returns),
+            "lengths": list(self.lengths),
+            "rng": capture_rng_state(),
+            "drops": dict(self.drops),
+        }
+
+    def _restore(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        self.learner.load_state_dict(state["learner"])
+        self.env_steps = int(state["env_steps"])
+        self.episodes = int(state["episodes"])
+        self.returns.extend(state["returns"])
+        self.lengths.extend(state["lengths"])
+        self.drops.update(state["drops"])
+        restore_rng_state(state["rng"])
+
+    def checkpoint(self) -> Path:
+        return save_checkpoint(self.run_dir / "checkpoints", self.env_steps, self.state_dict())
+
+    # -- sockets ---------------------------------------------------------------------------
+    def publish(self) -> None:
+        """Broadcast a snapshot of the weights (copied, so training can't tear a send)."""
+        arrays = {k: v.detach().to("cpu", copy=True).numpy()
+                  for k, v in self.learner.model.state_dict().items()}
+        msg = Message(kind=KIND_WEIGHTS, arrays=arrays,
+                      policy_version=self.learner.policy_version, env_steps=self.env_steps)
+        self.pub.send_multipart(encode(msg), copy=False)
+        self.last_publish = time.monotonic()
+
+    def receive(self, timeout_ms: int) -> None:
+        """Move every waiting rollout into ``pending`` (up to a cap); count and drop bad ones."""
+        if not self.pull.poll(timeout_ms):
+            return
+        while len(self.pending) < self.max_pending and self.pull.poll(0):
+            frames = self.pull.recv_multipart(copy=False)
+            self.received += 1
+            try:
+                msg = decode(frames, self.schema)
+            except WireError as err:
+                self.drops.record(err)
+                continue
+            self.actor_meta[msg.actor_id] = dict(msg.meta, env_steps=msg.env_steps)
+            self.pending.append(msg)
+
+    # -- training --------------------------------------------------------------------------
+    def train_step(self) -> None:
+        k = self.cfg.learner.batch_rollouts
+        messages, self.pending = self.pending[:k], self.pending[k:]
+        for msg in messages:
+            self.lag.append(self.learner.policy_version - msg.policy_version)
+            self.returns.extend(msg.arrays["ep_returns"].tolist())
+            self.lengths.extend(msg.arrays["ep_lengths"].tolist())
+            self.episodes += len(msg.arrays["ep_returns"])
+        batch = stack_rollouts(messages, self.cfg.learner.reward_clip)
+        if self.cfg.learner.anneal_lr:
+            self.learner.set_lr_fraction(1.0 - self.env_steps / self.cfg.total_env_steps)
+        self.last_metrics = self.learner.train(batch)
+        self.env_steps += batch.num_steps
+        self.fps_window.append((time.monotonic(), self.env_steps))
+        if self.learner.updates % self.cfg.learner.publish_every == 0:
+            self.publish()
+
+    # -- reporting -------------------------------------------------------------------------
+    def fps(self) -> float:
+        if len(self.fps_window) < 2:
+            return 0.0
+        (t0, s0), (t1, s1) = self.fps_window[0], self.fps_window[-1]
+        return (s1 - s0) / max(t1 - t0, 1e-9)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "env_steps": self.env_steps,
+            "total_env_steps": self.cfg.total_env_steps,
+            "fps": self.fps(),
+            "episode_return": float(np.mean(self.returns)) if self.returns else float("nan"),
+            "episodes": self.episodes,
+            "policy_version": self.learner.policy_version,
+            "policy_lag": float(np.mean(self.lag)) if self.lag else 0.0,
+            "dropped": self.drops.total,
+            "actors_seen": sorted(self.actor_meta),
+        }
+
+    def log(self) -> None:
+        step = self.env_steps
+        scalars = dict(self.last_metrics)
+        scalars.update({
+            "perf/fps": self.fps(),
+            "perf/rollout_queue_depth": len(self.pending),
+            "perf/policy_version": self.learner.policy_version,
+            "wire/dropped": self.drops.total,
+            "wire/received": self.received,
+        })
+        scalars.update({f"wire/dropped/{reason}": n for reason, n in self.drops.items()})
+        if self.lag:
+            scalars.update({"perf/policy_lag_mean": float(np.mean(self.lag)),
+                            "perf/policy_lag_min": min(self.lag),
+                            "perf/policy_lag_max": max(self.lag)})
+            self.lag.clear()
+        if self.returns:
+            scalars["episode/return"] = float(np.mean(self.returns))
+            scalars["episode/length"] = float(np.mean(self.lengths))
+            scalars["episode/count"] = self.episodes
+        for actor_id, meta in self.actor_meta.items():
+            for key in ("fps", "send_blocked_frac"):
+                if key in meta:
+                    scalars[f"perf/actor_{actor_id}/{key}"] = float(meta[key])
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, step)
+        self.writer.flush()
+
+    def _put_status(self, kind: str, payload: dict[str, Any]) -> None:
+        try:
+            self.args.status_queue.put_nowait((kind, payload))
+        except queue.Full:
+            pass
+
+    # -- main loop -------------------------------------------------------------------------
+    def run(self) -> str:
+        """Loop until the step budget is spent or the stop event is set; returns the reason."""
+        cfg = self.cfg
+        self._put_status("ready", {"rollout": self.rollout_address,
+                                   "weights": self.weights_address})
+        self.publish()
+        now = time.monotonic()
+        last_log = last_ckpt = last_status = now
+        self.fps_window.append((now, self.env_steps))
+        while True:
+            if self.args.stop_event.is_set():
+                reason = "stopped"
+                break
+            if self.env_steps >= cfg.total_env_steps:
+                reason = "done"
+                break
+            self.receive(_POLL_MS)
+            if len(self.pending) >= cfg.learner.batch_rollouts:
+                self.train_step()
+            now = time.monotonic()
+            if now - self.last_publish > _REPUBLISH_S:
+                self.publish()
+            if now - last_status > _STATUS_S:
+                self._put_status("status", self.status())
+                last_status = now
+            if now - last_log > cfg.log_interval_s:
+                self.log()
+                last_log = now
+            if now - last_ckpt > cfg.checkpoint_interval_s:
+                self.checkpoint()
+                last_ckpt = now
+        self.log()
+        path = self.checkpoint()
+        self._put_status("status", self.status())
+        self._put_status(reason, {"checkpoint": str(path), "env_steps": self.env_steps})
+        return reason
+
+    def close(self) -> None:
+        self.writer.close()
+        self.pull.close(0)
+        self.pub.close(0)
+
+
+def learner_main(args: LearnerArgs) -> None:
+    """Process entry point. Ctrl-C is the supervisor's; the learner watches the stop event."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.manual_seed(args.cfg.seed)
+    np.random.seed(args.cfg.seed % (1 << 32))
+    ctx = zmq.Context()
+    worker = LearnerWorker(args, ctx)
+    try:
+        worker.run()
+    finally:
+        worker.close()
+        ctx.term()

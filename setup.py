@@ -1,0 +1,28 @@
+"""Distributed exploration and intrinsic-reward RL: EnvPool actors, ZeroMQ, PyTorch learner."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="explorer",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.10",
+    packages=find_packages(include=["explorer*", "actors*", "learner*", "llm_labeler*"]),
+    install_requires=[
+        # install torch==2.13.0 first on CPU machines: this range must not pull a CUDA build
+        "torch>=2.2",
+        "numpy>=1.24",
+        "envpool>=1.2.5",
+        "gymnasium>=1.0",
+        "pyzmq>=25",
+        "msgpack>=1.0",
+        "pyyaml>=6.0",
+        "rich>=13",
+        "tensorboard>=2.14",
+    ],
+    extras_require={
+        "gpu": ["faiss-gpu-cu12"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6"],
+    },
+    entry_points={"console_scripts": ["explorer=explorer.cli:main"]},
+)
