@@ -13,9 +13,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from explorer.config import envpool_ids
 from explorer.specs import EnvSpec, ObsSpec
 
-__all__ = ["StepResult", "VecEnv", "envpool_ids", "make_vec_env", "probe_env_spec"]
+__all__ = ["StepResult", "VecEnv", "make_vec_env", "probe_env_spec"]
 
 _OBS_KEY = "obs"
 
@@ -73,7 +74,7 @@ def _num_actions(space: Any, env_id: str) -> int:
     import gymnasium as gym
 
     if not isinstance(space, gym.spaces.Discrete):
-        raise ValueError(
+        raise TypeError(
             f"env {env_id!r} has action space {space}; only Discrete actions are supported"
         )
     return int(space.n)
@@ -158,19 +159,6 @@ class GymnasiumVecEnv(_Backend):
         self._env.close()
 
 
-_ENVPOOL_IDS: frozenset[str] | None = None
-
-
-def envpool_ids() -> frozenset[str]:
-    """All task ids EnvPool can make (cached)."""
-    global _ENVPOOL_IDS
-    if _ENVPOOL_IDS is None:
-        import envpool
-
-        _ENVPOOL_IDS = frozenset(envpool.list_all_envs())
-    return _ENVPOOL_IDS
-
-
 def make_vec_env(env_cfg: Any, num_envs: int, seed: int) -> VecEnv:
     """Build ``num_envs`` envs of ``env_cfg.id`` on the configured backend.
 
@@ -178,7 +166,7 @@ def make_vec_env(env_cfg: Any, num_envs: int, seed: int) -> VecEnv:
     """
     backend = env_cfg.backend
     if backend == "auto":
-        backend = "envpool" if env_cfg.id in envpool_ids() else "gymnasium"
+        backend = "envpool" if env_cfg.id in (envpool_ids() or ()) else "gymnasium"
     cls = EnvPoolVecEnv if backend == "envpool" else GymnasiumVecEnv
     return cls(env_cfg.id, num_envs, seed, env_cfg.max_episode_steps, dict(env_cfg.envpool_kwargs))
 

@@ -33,7 +33,7 @@ def _cmd_show_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve_resume(run_dir: Path, overrides: list[str]):  # noqa: ANN202 - (cfg, ckpt)
+def _resolve_resume(run_dir: Path, overrides: list[str]):
     from learner.checkpoint import latest_checkpoint
 
     if not (run_dir / "config.yaml").is_file():

@@ -42,6 +42,7 @@ __all__ = [
     "WireConfig",
     "config_from_dict",
     "config_to_dict",
+    "envpool_ids",
     "format_config",
     "load_config",
     "save_config",
@@ -368,16 +369,16 @@ def _build(cls: type[T], data: Any, prefix: str, problems: list[str]) -> T:
         if dataclasses.is_dataclass(hint):
             values[name] = _build(hint, value, key, problems)
             continue
-        problem, value = _check_field(hint, fields[name].metadata, value)
+        problem, checked = _check_field(hint, fields[name].metadata, value)
         if problem:
             problems.append(f"{key}: {problem}")
         else:
-            values[name] = value
+            values[name] = checked
     return cls(**values)
 
 
 @functools.cache
-def _envpool_ids() -> frozenset[str] | None:
+def envpool_ids() -> frozenset[str] | None:
     """EnvPool's task ids, or ``None`` when envpool cannot be imported."""
     try:
         import envpool
@@ -396,10 +397,10 @@ def _gymnasium_ids() -> frozenset[str]:
 def _check_env_id(cfg: Config) -> list[str]:
     """``env.id`` must be known to the backend(s) that ``env.backend`` allows."""
     env_id, backend = cfg.env.id, cfg.env.backend
-    envpool_ids = _envpool_ids()
-    if backend == "envpool" and envpool_ids is None:
+    pool_ids = envpool_ids()
+    if backend == "envpool" and pool_ids is None:
         return ["env.backend: 'envpool' requested but envpool is not installed"]
-    per_backend = {"envpool": envpool_ids or frozenset(), "gymnasium": _gymnasium_ids()}
+    per_backend = {"envpool": pool_ids or frozenset(), "gymnasium": _gymnasium_ids()}
     allowed = [backend] if backend in per_backend else list(per_backend)
     known = frozenset().union(*(per_backend[name] for name in allowed))
     if env_id in known:

@@ -19,7 +19,7 @@ META_FILE = "meta.json"
 def _git_hash() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).resolve().parent)
+                             check=False, timeout=5, cwd=Path(__file__).resolve().parent)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -50,7 +50,7 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
 
 
 def record_resume(run_dir: Path, cfg: Any, argv: list[str]) -> int:
-    """Count one more resume of ``run_dir``, save the (possibly overridden) config; returns count."""
+    """Count one more resume of ``run_dir`` and save its (maybe overridden) config."""
     meta = read_meta(run_dir)
     meta["resumes"] = int(meta.get("resumes", 0)) + 1
     meta.setdefault("resume_argv", []).append(argv)

@@ -70,7 +70,7 @@ class ArraySpec:
         if dtype != self.dtype:
             raise WireError("bad_dtype", f"array {name!r} has dtype {dtype}, expected {self.dtype}")
         if len(shape) != len(self.shape) or any(
-            want is not None and got != want for got, want in zip(shape, self.shape)
+            want is not None and got != want for got, want in zip(shape, self.shape, strict=True)
         ):
             raise WireError("bad_shape", f"array {name!r} has shape {shape}, expected {self.shape}")
 
@@ -135,8 +135,8 @@ def encode(message: Message) -> list[Any]:
     """
     descriptors = []
     buffers: list[Any] = []
-    for name, array in message.arrays.items():
-        array = np.ascontiguousarray(array)
+    for name, value in message.arrays.items():
+        array = np.ascontiguousarray(value)
         descriptors.append({"name": name, "dtype": array.dtype.name, "shape": list(array.shape)})
         buffers.append(array.reshape(-1).view(np.uint8) if array.ndim else array.tobytes())
     header = {
@@ -169,7 +169,7 @@ def _parse_header(frame: Any) -> dict[str, Any]:
         raise WireError("bad_header", f"header frame is {raw.nbytes} bytes")
     try:
         header = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_bin_len=0)
-    except Exception as exc:  # msgpack raises many types on garbage input
+    except Exception as exc:  # noqa: BLE001 - msgpack raises many types on garbage input
         raise WireError("bad_header", f"header is not msgpack ({type(exc).__name__})") from None
     if not isinstance(header, dict):
         raise WireError("bad_header", f"header is a {type(header).__name__}, not a map")
@@ -227,7 +227,8 @@ def decode(frames: Sequence[Any], schema: WireSchema) -> Message:
         raise WireError("bad_header", "arrays must be a list")
     if len(frames) != len(descriptors) + 1:
         raise WireError(
-            "bad_frames", f"{len(frames)} frames for {len(descriptors)} arrays (want header + 1 each)"
+            "bad_frames",
+            f"{len(frames)} frames for {len(descriptors)} arrays (want header + 1 each)",
         )
     parsed = [_parse_descriptor(entry) for entry in descriptors]
     names = [name for name, _, _ in parsed]
@@ -243,12 +244,13 @@ def decode(frames: Sequence[Any], schema: WireSchema) -> Message:
     if missing:
         raise WireError("missing_array", f"required arrays missing: {missing}")
     arrays: dict[str, np.ndarray] = {}
-    for (name, dtype, shape), frame in zip(parsed, frames[1:]):
+    for (name, dtype, shape), frame in zip(parsed, frames[1:], strict=True):
         buf = _buffer(frame)
         expected = math.prod(shape) * np.dtype(dtype).itemsize
         if buf.nbytes != expected:
             raise WireError(
-                "bad_size", f"array {name!r} frame has {buf.nbytes} bytes, header implies {expected}"
+                "bad_size",
+                f"array {name!r} frame has {buf.nbytes} bytes, header implies {expected}",
             )
         arrays[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)
     return Message(

@@ -128,7 +128,7 @@ class Learner:
         return loss, metrics
 
     def train(self, batch: Batch) -> dict[str, float]:
-        """One update (``epochs`` × ``minibatches`` SGD steps) on ``batch``; returns metrics."""
+        """One update (``epochs`` x ``minibatches`` SGD steps) on ``batch``; returns metrics."""
         cfg = self.cfg
         batch = batch.to(self.device)
         pre = self.estimator.precompute(batch)

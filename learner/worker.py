@@ -7,6 +7,7 @@ the drop is counted by reason (TensorBoard ``wire/dropped``), and the loop goes 
 from __future__ import annotations
 
 import collections
+import contextlib
 import queue
 import signal
 import time
@@ -222,10 +223,8 @@ class LearnerWorker:
         self.writer.flush()
 
     def _put_status(self, kind: str, payload: dict[str, Any]) -> None:
-        try:
+        with contextlib.suppress(queue.Full):
             self.args.status_queue.put_nowait((kind, payload))
-        except queue.Full:
-            pass
 
     # -- main loop -------------------------------------------------------------------------
     def run(self) -> str:
