@@ -8,6 +8,7 @@ SUB socket and the newest version is applied between rollouts.
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +89,9 @@ class Actor:
         try:
             msg = decode(frames, self.weights_schema)
         except WireError as err:
+            if err.reason not in self.weight_drops:
+                print(f"actor-{self.args.actor_id}: dropped a weights message: {err}",
+                      file=sys.stderr, flush=True)
             self.weight_drops.record(err)
             return
         for name, array in msg.arrays.items():

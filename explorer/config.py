@@ -154,6 +154,8 @@ class LearnerConfig:
     minibatches: int = _field(1, ge=1)
     #: Standardise advantages per minibatch, which makes ``lr`` less reward-scale dependent.
     normalize_advantages: bool = True
+    #: Learn the value head on running-normalised targets (keeps value and policy on one scale).
+    normalize_values: bool = True
     #: Clip rewards to ``[-reward_clip, reward_clip]``; ``None`` keeps raw rewards.
     reward_clip: float | None = _field(None, gt=0)
     #: Publish weights to actors every K updates (higher: less traffic, staler actors).
@@ -194,6 +196,8 @@ class Config:
     seed: int = _field(0, ge=0)
     #: Stop after this many environment steps, summed over all actors and environments.
     total_env_steps: int = _field(200_000, ge=1)
+    #: Stop early once the mean return of the last 100 episodes reaches this (None: never).
+    target_return: float | None = None
     #: Directory holding one sub-directory per run.
     runs_dir: str = _field("runs", nonempty=True)
     #: Seconds between metric log lines.

@@ -136,7 +136,9 @@ def encode(message: Message) -> list[Any]:
     descriptors = []
     buffers: list[Any] = []
     for name, value in message.arrays.items():
-        array = np.ascontiguousarray(value)
+        array = np.asarray(value)
+        if not array.flags.c_contiguous:  # (ascontiguousarray would turn 0-d into 1-d)
+            array = array.copy(order="C")
         descriptors.append({"name": name, "dtype": array.dtype.name, "shape": list(array.shape)})
         buffers.append(array.reshape(-1).view(np.uint8) if array.ndim else array.tobytes())
     header = {

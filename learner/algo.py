@@ -22,6 +22,7 @@ from learner.losses import (
     vtrace,
 )
 from learner.models import ActorCritic
+from learner.value_norm import ValueNormalizer
 
 __all__ = ["AppoTargets", "Learner", "PpoTargets", "resolve_device"]
 
@@ -89,6 +90,7 @@ class Learner:
             AppoTargets(cfg.gamma, cfg.vtrace_rho_bar, cfg.vtrace_c_bar) if cfg.algo == "appo"
             else PpoTargets(cfg.gamma, cfg.gae_lambda)
         )
+        self.value_norm = ValueNormalizer(self.model) if cfg.normalize_values else None
         self.policy_version = 0
         self.updates = 0
 
@@ -97,7 +99,8 @@ class Learner:
         for group in self.optimizer.param_groups:
             group["lr"] = self.cfg.lr * max(fraction, 0.0)
 
-    def _minibatch_loss(self, mb: Batch, pre: Targets | None) -> tuple[torch.Tensor, dict]:
+    def _minibatch_loss(self, mb: Batch, pre: Targets | None
+                        ) -> tuple[torch.Tensor, dict, torch.Tensor]:
         cfg = self.cfg
         logits, values, _ = self.model(mb.obs, mb.core_state, mb.episode_start)  # (T+1, B, A)
         logits = logits[:-1]  # (T, B, A)
@@ -109,8 +112,9 @@ class Learner:
             advantages = normalize_advantages(advantages, mb.mask)
         pg_loss = policy_gradient_loss(target_logp, mb.behaviour_logp, advantages, mb.mask,
                                        cfg.clip_coef)
-        v_loss = value_loss(values[:-1], value_targets, mb.mask,
-                            old_values=mb.behaviour_values[:-1],
+        scale = self.model.value_std  # errors on the normalised scale the head learns
+        v_loss = value_loss(values[:-1] / scale, value_targets / scale, mb.mask,
+                            old_values=mb.behaviour_values[:-1] / scale,
                             clip_coef=cfg.value_clip_coef)
         entropy = entropy_bonus(logits, mb.mask)
         loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
@@ -125,7 +129,7 @@ class Learner:
             "losses/clipfrac": (clipfrac / denom).item(),
             "losses/value_target_mean": (value_targets * mb.mask).sum().item() / denom.item(),
         }
-        return loss, metrics
+        return loss, metrics, value_targets
 
     def train(self, batch: Batch) -> dict[str, float]:
         """One update (``epochs`` x ``minibatches`` SGD steps) on ``batch``; returns metrics."""
@@ -138,12 +142,15 @@ class Learner:
             order = torch.randperm(num_envs, device=self.device)
             for index in order.chunk(min(cfg.minibatches, num_envs)):
                 mb_pre = None if pre is None else (pre[0][:, index], pre[1][:, index])
-                loss, metrics = self._minibatch_loss(batch.select_envs(index), mb_pre)
+                mb = batch.select_envs(index)
+                loss, metrics, value_targets = self._minibatch_loss(mb, mb_pre)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
                 metrics["losses/grad_norm"] = float(grad_norm)
+                if self.value_norm is not None:
+                    self.value_norm.update(value_targets, mb.mask)
         metrics["losses/lr"] = self.optimizer.param_groups[0]["lr"]
         self.updates += 1
         self.policy_version += 1
@@ -155,6 +162,7 @@ class Learner:
             "optimizer": self.optimizer.state_dict(),
             "policy_version": self.policy_version,
             "updates": self.updates,
+            "value_norm": self.value_norm.state_dict() if self.value_norm else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -162,3 +170,5 @@ class Learner:
         self.optimizer.load_state_dict(state["optimizer"])
         self.policy_version = int(state["policy_version"])
         self.updates = int(state["updates"])
+        if self.value_norm is not None and state.get("value_norm"):
+            self.value_norm.load_state_dict(state["value_norm"])

@@ -352,6 +352,10 @@ class ActorCritic(nn.Module):
             self.core_size = features = cfg.core_size
         self.policy = layer_init(nn.Linear(features, num_actions), gain=0.01)
         self.value = layer_init(nn.Linear(features, 1), gain=1.0)
+        # Running statistics of value targets: the head predicts normalised values and forward()
+        # returns them on the return scale. Buffers, so actors get them with the weights.
+        self.register_buffer("value_mean", torch.zeros(()))
+        self.register_buffer("value_std", torch.ones(()))
 
     def initial_state(self, batch_size: int) -> Tensor:
         """Zero core state.
@@ -391,7 +395,7 @@ class ActorCritic(nn.Module):
             core_state = state
             x = torch.stack(outputs).view(steps * batch, -1)  # (T*B, H)
         logits = self.policy(x).view(steps, batch, -1)  # (T, B, A)
-        values = self.value(x).view(steps, batch)  # (T, B)
+        values = self.value(x).view(steps, batch) * self.value_std + self.value_mean  # (T, B)
         return logits, values, core_state
 
 

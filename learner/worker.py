@@ -191,6 +191,9 @@ class LearnerWorker:
             "policy_version": self.learner.policy_version,
             "policy_lag": float(np.mean(self.lag)) if self.lag else 0.0,
             "dropped": self.drops.total,
+            "dropped_by_reason": dict(self.drops),
+            "received": self.received,
+            "updates": self.learner.updates,
             "actors_seen": sorted(self.actor_meta),
         }
 
@@ -226,6 +229,11 @@ class LearnerWorker:
         with contextlib.suppress(queue.Full):
             self.args.status_queue.put_nowait((kind, payload))
 
+    def _target_reached(self) -> bool:
+        target = self.cfg.target_return
+        full = len(self.returns) == self.returns.maxlen
+        return target is not None and full and float(np.mean(self.returns)) >= target
+
     # -- main loop -------------------------------------------------------------------------
     def run(self) -> str:
         """Loop until the step budget is spent or the stop event is set; returns the reason."""
@@ -240,7 +248,7 @@ class LearnerWorker:
             if self.args.stop_event.is_set():
                 reason = "stopped"
                 break
-            if self.env_steps >= cfg.total_env_steps:
+            if self.env_steps >= cfg.total_env_steps or self._target_reached():
                 reason = "done"
                 break
             self.receive(_POLL_MS)
