@@ -8,6 +8,7 @@ for bootstrapping.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -108,9 +109,11 @@ class EnvPoolVecEnv(_Backend):
         extra = dict(kwargs)
         if max_episode_steps is not None:
             extra["max_episode_steps"] = max_episode_steps
-        self._env = envpool.make(
-            env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, num_threads=1, **extra
-        )
+        with warnings.catch_warnings():  # EnvPool builds float64-bounded float32 Boxes
+            warnings.filterwarnings("ignore", message=".*precision lowered.*")
+            self._env = envpool.make(
+                env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, num_threads=1, **extra
+            )
         self.num_envs = num_envs
         self.spec = EnvSpec(
             obs_spec=_obs_spec_from_space(self._env.observation_space),

@@ -28,7 +28,7 @@ class ProgressReporter:
 
     def __init__(self, enabled: bool = True, console: Console | None = None) -> None:
         self.enabled = enabled
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)
         self._progress: Progress | None = None
         self._task: Any = None
         self._last_plain = 0.0

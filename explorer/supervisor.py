@@ -34,6 +34,20 @@ _LEARNER_EXIT_TIMEOUT_S = 30.0
 _ACTOR_EXIT_TIMEOUT_S = 5.0
 
 
+def _start_ignoring_sigint(process: Any) -> None:
+    """Start ``process`` with SIGINT ignored from its first instruction.
+
+    A terminal's Ctrl-C reaches the whole process group; a child still importing torch would die
+    with a traceback. An ignored disposition survives exec, so the child never sees it; the
+    supervisor alone handles Ctrl-C and tells children to stop through the stop event.
+    """
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @dataclass
 class RunResult:
     """How a run ended: ``done``, ``stopped`` (Ctrl-C) or ``learner_failed``."""
@@ -117,7 +131,7 @@ class Supervisor:
             resume_path=str(self.resume_path) if self.resume_path else None,
         )
         self.learner = self.ctx.Process(target=learner_main, args=(args,), name="learner")
-        self.learner.start()
+        _start_ignoring_sigint(self.learner)
         self._event(f"started learner (pid {self.learner.pid})")
 
     def _wait_ready(self) -> bool:
@@ -144,7 +158,7 @@ class Supervisor:
         )
         slot.process = self.ctx.Process(target=actor_main, args=(args,),
                                         name=f"actor-{slot.actor_id}")
-        slot.process.start()
+        _start_ignoring_sigint(slot.process)
         slot.incarnation += 1
         slot.restart_at = None
 
