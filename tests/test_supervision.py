@@ -131,3 +131,24 @@ def test_sigint_writes_checkpoint_and_resume_continues(tmp_path: Path) -> None:
     assert max(steps) >= budget
     meta = (run_dir / "meta.json").read_text()
     assert '"resumes": 1' in meta
+
+
+@pytest.mark.timeout(300)
+def test_learner_death_stops_everything_and_names_checkpoint(tmp_path: Path) -> None:
+    cfg = load_config(CARTPOLE, [f"runs_dir={tmp_path}", "total_env_steps=10000000",
+                                 "target_return=null", "checkpoint_interval_s=1"])
+    sup = Supervisor(cfg, probe_env_spec(cfg.env), create_run_dir(cfg, ["test"]))
+
+    def kill_learner() -> None:
+        _wait_for(lambda: latest_checkpoint(sup.run_dir / "checkpoints") is not None, 120,
+                  "a periodic checkpoint")
+        os.kill(sup.learner.pid, signal.SIGKILL)
+
+    thread = threading.Thread(target=kill_learner, daemon=True)
+    thread.start()
+    result = sup.run()
+    thread.join(10)
+    assert result.reason == "learner_failed" and result.exit_code == 1
+    assert result.checkpoint == latest_checkpoint(sup.run_dir / "checkpoints")
+    assert any("learner died (exit code -9)" in e for e in sup.events), sup.events
+    assert all(slot.process.exitcode is not None for slot in sup.actors), "actor left running"
