@@ -23,7 +23,7 @@ from explorer.specs import EnvSpec, weights_schema
 from explorer.wire import KIND_ROLLOUT, DropCounter, Message, WireError, decode, encode
 from learner.models import ActorCritic
 
-__all__ = ["ActorArgs", "actor_main"]
+__all__ = ["Actor", "ActorArgs", "ActorStopped", "actor_main"]
 
 _POLL_MS = 100
 _RING_SETS = 3
@@ -43,7 +43,7 @@ class ActorArgs:
     stop_event: Any
 
 
-class _Stopped(Exception):
+class ActorStopped(Exception):
     """Raised inside the loop when the supervisor asked us to stop."""
 
 
@@ -114,7 +114,7 @@ class Actor:
     # -- sending ---------------------------------------------------------------------------
     def _check_stop(self) -> None:
         if self.stop_event.is_set():
-            raise _Stopped
+            raise ActorStopped
 
     def send(self, storage: RolloutStorage, ep_returns: np.ndarray, ep_lengths: np.ndarray,
              meta: dict[str, float]) -> None:
@@ -213,7 +213,7 @@ def actor_main(args: ActorArgs) -> None:
     actor = Actor(args, ctx)
     try:
         actor.run()
-    except _Stopped:
+    except ActorStopped:
         pass
     finally:
         actor.close()

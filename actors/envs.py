@@ -114,11 +114,11 @@ class EnvPoolVecEnv(_Backend):
             self._env = envpool.make(
                 env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, num_threads=1, **extra
             )
+            self.spec = EnvSpec(
+                obs_spec=_obs_spec_from_space(self._env.observation_space),
+                num_actions=_num_actions(self._env.action_space, env_id),
+            )
         self.num_envs = num_envs
-        self.spec = EnvSpec(
-            obs_spec=_obs_spec_from_space(self._env.observation_space),
-            num_actions=_num_actions(self._env.action_space, env_id),
-        )
 
     def reset(self) -> dict[str, np.ndarray]:
         obs, _ = self._env.reset()

@@ -44,3 +44,16 @@ def test_minigrid_empty_5x5_reaches_0_9(tmp_path: Path) -> None:
     assert result.env_steps < cfg.total_env_steps
     tb_files = list((result.run_dir / "tb").glob("events.out.tfevents.*"))
     assert tb_files, "no TensorBoard event file written"
+
+
+@pytest.mark.timeout(600)
+def test_atari_nature_cnn_with_gru_core_runs(tmp_path: Path) -> None:
+    """Atari frames (4x84x84 uint8) and a recurrent core through the whole system."""
+    _, result = _train("quickstart.yaml", tmp_path, "env.id=Pong-v5", "env.envs_per_actor=4",
+                       "actors.rollout_len=16", "total_env_steps=2000",
+                       "learner.model.kind=nature_cnn", "learner.model.core=gru",
+                       "learner.model.core_size=32", "learner.model.hidden_size=64")
+    assert result.reason == "done"
+    assert result.env_steps >= 2000
+    assert result.last_status["dropped"] == 0
+    assert result.last_status["updates"] >= 2000 // (2 * 4 * 16)

@@ -1,0 +1,58 @@
+"""Both env backends give the same spec and the same next-step auto-reset semantics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from actors.envs import EnvPoolVecEnv, GymnasiumVecEnv, make_vec_env
+
+
+@dataclass(frozen=True)
+class _EnvCfg:
+    id: str
+    backend: str = "auto"
+    max_episode_steps: int | None = None
+    envpool_kwargs: dict = field(default_factory=dict)
+
+
+def _pattern(env, steps: int) -> list[tuple[float, bool, bool]]:
+    env.reset()
+    out = []
+    for _ in range(steps):
+        r = env.step(np.zeros(env.num_envs, dtype=np.int64))
+        out.append((float(r.rewards[0]), bool(r.terminated[0]), bool(r.truncated[0])))
+    return out
+
+
+def test_auto_backend_picks_envpool_then_gymnasium() -> None:
+    assert isinstance(make_vec_env(_EnvCfg("CartPole-v1"), 2, 0), EnvPoolVecEnv)
+    assert isinstance(make_vec_env(_EnvCfg("Taxi-v4"), 2, 0), GymnasiumVecEnv)
+
+
+def test_backends_agree_on_spec_and_truncation_reset() -> None:
+    pool = make_vec_env(_EnvCfg("CartPole-v1", "envpool", max_episode_steps=4), 1, 0)
+    gym = make_vec_env(_EnvCfg("CartPole-v1", "gymnasium", max_episode_steps=4), 1, 0)
+    assert pool.spec == gym.spec
+    assert pool.spec.obs_spec == {"obs": ((4,), "float32")} and pool.spec.num_actions == 2
+    # always pushing left: the pole falls after ~10 steps; with a 4-step limit it truncates
+    expected = [(1.0, False, False)] * 3 + [(1.0, False, True), (0.0, False, False)]
+    assert _pattern(pool, 5) == expected
+    assert _pattern(gym, 5) == expected
+
+
+def test_discrete_observations_and_dict_specs() -> None:
+    lake = make_vec_env(_EnvCfg("Taxi-v4"), 3, 0)
+    assert lake.spec.obs_spec == {"obs": ((), "int32")}
+    obs = lake.reset()
+    assert obs["obs"].shape == (3,) and obs["obs"].dtype == np.int32
+    grid = make_vec_env(_EnvCfg("MiniGrid-Empty-5x5-v0"), 2, 0)
+    assert grid.spec.obs_spec["image"] == ((7, 7, 3), "uint8")
+    assert set(grid.reset()) == set(grid.spec.obs_spec)
+
+
+def test_continuous_actions_are_a_clear_error() -> None:
+    with pytest.raises(TypeError, match="only Discrete actions"):
+        make_vec_env(_EnvCfg("Pendulum-v1", "gymnasium"), 1, 0)
