@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -42,10 +43,8 @@ def _collect(core: str, tmp_path: Path, num_rollouts: int = 3):
                             env_seed=11, torch_seed=12, stop_event=stop), ctx)
 
     def run() -> None:
-        try:
+        with contextlib.suppress(ActorStopped):
             actor.run()
-        except ActorStopped:
-            pass
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
