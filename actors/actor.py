@@ -21,7 +21,7 @@ from actors.envs import StepResult, make_vec_env
 from actors.rollout import RolloutRing, RolloutStorage
 from explorer.specs import EnvSpec, weights_schema
 from explorer.wire import KIND_ROLLOUT, DropCounter, Message, WireError, decode, encode
-from learner.models import ActorCritic
+from learner.models import make_actor_critic
 
 __all__ = ["Actor", "ActorArgs", "ActorStopped", "actor_main"]
 
@@ -58,8 +58,7 @@ class Actor:
         self.env = make_vec_env(cfg.env, cfg.env.envs_per_actor, args.env_seed)
         self.num_envs = self.env.num_envs
         torch.manual_seed(args.torch_seed)
-        self.model = ActorCritic(args.env_spec.obs_spec, args.env_spec.num_actions,
-                                 cfg.learner.model)
+        self.model = make_actor_critic(cfg, args.env_spec)
         self.model.eval()
         self.params = {k: v.detach().numpy() for k, v in self.model.state_dict().items()}
         self.weights_schema = weights_schema(self.params, max_bytes=1 << 34)

@@ -37,6 +37,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "EnvConfig",
+    "IntrinsicConfig",
     "LearnerConfig",
     "ModelConfig",
     "WireConfig",
@@ -154,6 +155,8 @@ class LearnerConfig:
     minibatches: int = _field(1, ge=1)
     #: Standardise advantages per minibatch, which makes ``lr`` less reward-scale dependent.
     normalize_advantages: bool = True
+    #: Coefficient of the (clipped) extrinsic reward in the combined reward.
+    ext_coef: float = _field(1.0, ge=0)
     #: Learn the value head on running-normalised targets (keeps value and policy on one scale).
     normalize_values: bool = True
     #: Clip rewards to ``[-reward_clip, reward_clip]``; ``None`` keeps raw rewards.
@@ -187,6 +190,27 @@ class WireConfig:
 
 
 @dataclass(frozen=True)
+class IntrinsicConfig:
+    """One exploration bonus added to the reward (see ``explorer/intrinsic``)."""
+
+    #: Registered bonus name (rnd, icm, noveld, e3b, ngu, counts, byol_explore,
+    #: byol_hindsight) or an import path ``package.module:Class``.
+    name: str = _field("rnd", nonempty=True)
+    #: Coefficient of this bonus in the combined reward (or advantage, with its own head).
+    coef: float = _field(0.01, ge=0)
+    #: Divide the bonus by the running std of its discounted return (as RND does).
+    normalize: bool = True
+    #: Learn a separate value head for this bonus, with its own discount (RND two-stream).
+    separate_value_head: bool = False
+    #: Discount of the separate intrinsic stream.
+    gamma: float = _field(0.99, ge=0, le=1)
+    #: Separate stream only: cut intrinsic returns at episode ends (RND: False).
+    episodic_returns: bool = False
+    #: Extra constructor arguments of the bonus (lr, embed_dim, ...).
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Config:
     """Root configuration of one training run."""
 
@@ -212,6 +236,8 @@ class Config:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     #: Actor/learner transport settings.
     wire: WireConfig = field(default_factory=WireConfig)
+    #: Exploration bonuses; each entry is an ``IntrinsicConfig`` mapping.
+    intrinsic: tuple[IntrinsicConfig, ...] = ()
 
 
 # --------------------------------------------------------------------------- YAML
@@ -357,6 +383,14 @@ def _check_field(hint: Any, rules: Mapping[str, Any], value: Any) -> tuple[str |
     return _check_rules(rules, value), value
 
 
+def _sequence_item_dataclass(hint: Any) -> type | None:
+    """``X`` for a ``tuple[X, ...]`` field whose items are config dataclasses, else None."""
+    args = get_args(hint)
+    if get_origin(hint) is tuple and args and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
+
+
 def _build(cls: type[T], data: Any, prefix: str, problems: list[str]) -> T:
     """Build dataclass ``cls`` from ``data``, appending problems; bad values keep defaults."""
     if not isinstance(data, Mapping):
@@ -372,6 +406,14 @@ def _build(cls: type[T], data: Any, prefix: str, problems: list[str]) -> T:
         key, hint = _join(prefix, name), hints[name]
         if dataclasses.is_dataclass(hint):
             values[name] = _build(hint, value, key, problems)
+            continue
+        item_cls = _sequence_item_dataclass(hint)
+        if item_cls is not None:
+            if isinstance(value, list | tuple):
+                values[name] = tuple(_build(item_cls, item, f"{key}[{i}]", problems)
+                                     for i, item in enumerate(value))
+            else:
+                problems.append(f"{key}: expected a list of mappings, got {_show(value)}")
             continue
         problem, checked = _check_field(hint, fields[name].metadata, value)
         if problem:
@@ -492,7 +534,16 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """Convert a config to nested plain dicts; ``config_from_dict`` inverts it exactly."""
-    return dataclasses.asdict(cfg)
+    return _plain(dataclasses.asdict(cfg))
+
+
+def _plain(value: Any) -> Any:
+    """Tuples (of bonus configs) become lists so YAML and dict round trips stay plain."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:

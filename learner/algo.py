@@ -2,10 +2,17 @@
 
 No sockets or processes here (``learner.worker`` does the plumbing), so this is testable
 in-process. The advantage estimator is chosen once at construction, never branched on per step.
+
+Rewards are organised in *streams*, each with its own value head and discount. Stream 0 holds
+``ext_coef * clip(r_ext)`` plus every bonus that shares the main head; a bonus configured with
+``separate_value_head`` gets its own stream (RND's two-stream advantage). Every stream's
+rewards are fixed *before* advantages are computed, and the policy gradient uses
+``sum_s coef_s * A_s``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -13,6 +20,7 @@ from torch import nn
 
 from explorer.specs import EnvSpec
 from learner.batch import Batch
+from learner.bonuses import BonusSet
 from learner.losses import (
     entropy_bonus,
     gae,
@@ -21,52 +29,69 @@ from learner.losses import (
     value_loss,
     vtrace,
 )
-from learner.models import ActorCritic
+from learner.models import make_actor_critic
 from learner.value_norm import ValueNormalizer
 
-__all__ = ["AppoTargets", "Learner", "PpoTargets", "resolve_device"]
+__all__ = ["AppoTargets", "Learner", "PpoTargets", "Stream", "resolve_device"]
 
 Targets = tuple[torch.Tensor, torch.Tensor]  # (advantages (T, B), value targets (T, B))
 
 
+@dataclass
+class Stream:
+    """One reward stream: its rewards, episode cuts, discount, advantage weight, value head."""
+
+    rewards: torch.Tensor  # (T, B)
+    terminated: torch.Tensor  # (T, B) 0/1: no bootstrap after this step
+    ended: torch.Tensor  # (T, B) 0/1: trace cut (episode ended)
+    gamma: float
+    coef: float
+    head: int
+
+    def select_envs(self, index: torch.Tensor) -> Stream:
+        return Stream(self.rewards[:, index], self.terminated[:, index], self.ended[:, index],
+                      self.gamma, self.coef, self.head)
+
+
 class TargetEstimator(Protocol):
-    """Turns a (mini)batch and the current policy's outputs into advantages and value targets."""
+    """Advantages and value targets of one stream."""
 
-    def precompute(self, batch: Batch) -> Targets | None: ...
+    def precompute(self, stream: Stream, values: torch.Tensor) -> Targets | None: ...
 
-    def targets(self, mb: Batch, target_logp: torch.Tensor, values: torch.Tensor,
-                pre: Targets | None) -> Targets: ...
+    def targets(self, stream: Stream, behaviour_logp: torch.Tensor, target_logp: torch.Tensor,
+                values: torch.Tensor, pre: Targets | None) -> Targets: ...
 
 
 class AppoTargets:
     """V-trace targets from the *current* policy and values, corrected for policy lag."""
 
-    def __init__(self, gamma: float, rho_bar: float, c_bar: float) -> None:
-        self.gamma, self.rho_bar, self.c_bar = gamma, rho_bar, c_bar
+    def __init__(self, rho_bar: float, c_bar: float) -> None:
+        self.rho_bar, self.c_bar = rho_bar, c_bar
 
-    def precompute(self, batch: Batch) -> Targets | None:
+    def precompute(self, stream: Stream, values: torch.Tensor) -> Targets | None:
         return None
 
-    def targets(self, mb: Batch, target_logp: torch.Tensor, values: torch.Tensor,
-                pre: Targets | None) -> Targets:
-        out = vtrace(mb.behaviour_logp, target_logp, mb.rewards, values,
-                     self.gamma * (1.0 - mb.terminated), mb.ended, self.rho_bar, self.c_bar)
+    def targets(self, stream: Stream, behaviour_logp: torch.Tensor, target_logp: torch.Tensor,
+                values: torch.Tensor, pre: Targets | None) -> Targets:
+        out = vtrace(behaviour_logp, target_logp, stream.rewards, values,
+                     stream.gamma * (1.0 - stream.terminated), stream.ended,
+                     self.rho_bar, self.c_bar)
         return out.pg_advantages, out.vs
 
 
 class PpoTargets:
-    """GAE from the behaviour values, computed once per batch before the epochs."""
+    """GAE from the values at collection time, computed once per batch before the epochs."""
 
-    def __init__(self, gamma: float, lam: float) -> None:
-        self.gamma, self.lam = gamma, lam
+    def __init__(self, lam: float) -> None:
+        self.lam = lam
 
-    def precompute(self, batch: Batch) -> Targets | None:
-        out = gae(batch.rewards, batch.behaviour_values, self.gamma * (1.0 - batch.terminated),
-                  batch.ended, self.lam)
+    def precompute(self, stream: Stream, values: torch.Tensor) -> Targets | None:
+        out = gae(stream.rewards, values, stream.gamma * (1.0 - stream.terminated),
+                  stream.ended, self.lam)
         return out.advantages, out.returns
 
-    def targets(self, mb: Batch, target_logp: torch.Tensor, values: torch.Tensor,
-                pre: Targets | None) -> Targets:
+    def targets(self, stream: Stream, behaviour_logp: torch.Tensor, target_logp: torch.Tensor,
+                values: torch.Tensor, pre: Targets | None) -> Targets:
         assert pre is not None
         return pre
 
@@ -79,18 +104,26 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Learner:
-    """Owns the model and optimiser; ``train(batch)`` does one update and bumps the version."""
+    """Owns model, optimiser and bonuses; ``train(batch)`` does one update, bumps the version.
+
+    Args:
+        cfg: the root config (``cfg.learner`` hyper-parameters, ``cfg.intrinsic`` bonuses).
+        env_spec: observation spec and action count.
+        device: where the model trains.
+    """
 
     def __init__(self, cfg: Any, env_spec: EnvSpec, device: torch.device) -> None:
-        self.cfg = cfg
+        self.cfg = cfg.learner
         self.device = device
-        self.model = ActorCritic(env_spec.obs_spec, env_spec.num_actions, cfg.model).to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+        self.model = make_actor_critic(cfg, env_spec).to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr,
+                                          eps=self.cfg.adam_eps)
         self.estimator: TargetEstimator = (
-            AppoTargets(cfg.gamma, cfg.vtrace_rho_bar, cfg.vtrace_c_bar) if cfg.algo == "appo"
-            else PpoTargets(cfg.gamma, cfg.gae_lambda)
+            AppoTargets(self.cfg.vtrace_rho_bar, self.cfg.vtrace_c_bar)
+            if self.cfg.algo == "appo" else PpoTargets(self.cfg.gae_lambda)
         )
-        self.value_norm = ValueNormalizer(self.model) if cfg.normalize_values else None
+        self.bonuses = BonusSet(cfg.intrinsic, env_spec, cfg.seed, device)
+        self.value_norm = ValueNormalizer(self.model) if self.cfg.normalize_values else None
         self.policy_version = 0
         self.updates = 0
 
@@ -99,23 +132,91 @@ class Learner:
         for group in self.optimizer.param_groups:
             group["lr"] = self.cfg.lr * max(fraction, 0.0)
 
-    def _minibatch_loss(self, mb: Batch, pre: Targets | None
-                        ) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    # -- rewards ---------------------------------------------------------------------------
+    def streams(self, batch: Batch) -> tuple[list[Stream], dict[str, float]]:
+        """Every reward stream of ``batch``, bonuses included (computed, not yet trained)."""
         cfg = self.cfg
-        logits, values, _ = self.model(mb.obs, mb.core_state, mb.episode_start)  # (T+1, B, A)
-        logits = logits[:-1]  # (T, B, A)
-        logp_all = torch.log_softmax(logits, dim=-1)
-        target_logp = logp_all.gather(-1, mb.actions.unsqueeze(-1)).squeeze(-1)  # (T, B)
-        advantages, value_targets = self.estimator.targets(
-            mb, target_logp.detach(), values.detach(), pre)
+        extrinsic = batch.rewards
+        if cfg.reward_clip is not None:
+            extrinsic = extrinsic.clamp(-cfg.reward_clip, cfg.reward_clip)
+        bonus_rewards, metrics = self.bonuses.rewards(batch)
+        main = cfg.ext_coef * extrinsic
+        extra: list[Stream] = []
+        never = torch.zeros_like(batch.terminated)
+        for bonus_cfg, reward in zip(self.bonuses.configs, bonus_rewards, strict=True):
+            if not bonus_cfg.separate_value_head:
+                main = main + bonus_cfg.coef * reward
+                continue
+            cuts = (batch.terminated, batch.ended) if bonus_cfg.episodic_returns else (never, never)
+            extra.append(Stream(reward, *cuts, bonus_cfg.gamma, bonus_cfg.coef, 1 + len(extra)))
+        main_stream = Stream(main, batch.terminated, batch.ended, cfg.gamma, 1.0, 0)
+        metrics["losses/reward_mean"] = float((main * batch.mask).sum() / batch.mask.sum())
+        return [main_stream, *extra], metrics
+
+    def advantages(self, batch: Batch) -> torch.Tensor:
+        """The combined advantages (T, B) the policy loss would see for ``batch`` right now.
+
+        For inspection and tests; ``train`` computes the same quantity per minibatch.
+        """
+        batch = batch.to(self.device)
+        streams, _ = self.streams(batch)
+        with torch.no_grad():
+            logits, values, _ = self.model.forward_all(batch.obs, batch.core_state,
+                                                       batch.episode_start)
+            target_logp = self._logp(logits[:-1], batch.actions)
+            pre = self._precompute(batch, streams)
+            advantages, _ = self._combine(streams, batch.behaviour_logp, target_logp, values, pre)
+        return advantages
+
+    # -- updates ---------------------------------------------------------------------------
+    @staticmethod
+    def _logp(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+    def _precompute(self, batch: Batch, streams: list[Stream]) -> list[Targets | None]:
+        """PPO: GAE per stream once per batch (main head: the actors' values)."""
+        if isinstance(self.estimator, AppoTargets):
+            return [None] * len(streams)
+        values = None
+        if len(streams) > 1:
+            with torch.no_grad():
+                _, values, _ = self.model.forward_all(batch.obs, batch.core_state,
+                                                      batch.episode_start)
+        return [self.estimator.precompute(
+                    s, batch.behaviour_values if s.head == 0 else values[..., s.head])
+                for s in streams]
+
+    def _combine(self, streams: list[Stream], behaviour_logp: torch.Tensor,
+                 target_logp: torch.Tensor, values: torch.Tensor, pre: list[Targets | None]
+                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        advantages = torch.zeros_like(behaviour_logp)
+        value_targets = []
+        for stream, stream_pre in zip(streams, pre, strict=True):
+            adv, target = self.estimator.targets(stream, behaviour_logp, target_logp,
+                                                 values[..., stream.head].detach(), stream_pre)
+            advantages = advantages + stream.coef * adv
+            value_targets.append(target)
+        return advantages, value_targets
+
+    def _minibatch_loss(self, mb: Batch, streams: list[Stream], pre: list[Targets | None]
+                        ) -> tuple[torch.Tensor, dict, list[torch.Tensor]]:
+        cfg = self.cfg
+        logits, values, _ = self.model.forward_all(mb.obs, mb.core_state, mb.episode_start)
+        logits = logits[:-1]  # (T, B, A); values stay (T+1, B, V)
+        target_logp = self._logp(logits, mb.actions)  # (T, B)
+        advantages, value_targets = self._combine(streams, mb.behaviour_logp,
+                                                  target_logp.detach(), values, pre)
         if cfg.normalize_advantages:
             advantages = normalize_advantages(advantages, mb.mask)
         pg_loss = policy_gradient_loss(target_logp, mb.behaviour_logp, advantages, mb.mask,
                                        cfg.clip_coef)
-        scale = self.model.value_std  # errors on the normalised scale the head learns
-        v_loss = value_loss(values[:-1] / scale, value_targets / scale, mb.mask,
-                            old_values=mb.behaviour_values[:-1] / scale,
-                            clip_coef=cfg.value_clip_coef)
+        scale = self.model.value_std  # (V,): errors on the normalised scale the heads learn
+        v_loss = sum(
+            value_loss(values[:-1, :, s.head] / scale[s.head], target / scale[s.head], mb.mask,
+                       old_values=mb.behaviour_values[:-1] / scale[0] if s.head == 0 else None,
+                       clip_coef=cfg.value_clip_coef if s.head == 0 else None)
+            for s, target in zip(streams, value_targets, strict=True)
+        )
         entropy = entropy_bonus(logits, mb.mask)
         loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
         with torch.no_grad():
@@ -124,10 +225,10 @@ class Learner:
             approx_kl = (((log_ratio.exp() - 1) - log_ratio) * mb.mask).sum() / denom
             clipfrac = (((log_ratio.exp() - 1).abs() > cfg.clip_coef).float() * mb.mask).sum()
         metrics = {
-            "losses/policy": pg_loss.item(), "losses/value": v_loss.item(),
+            "losses/policy": pg_loss.item(), "losses/value": float(v_loss),
             "losses/entropy": entropy.item(), "losses/approx_kl": approx_kl.item(),
             "losses/clipfrac": (clipfrac / denom).item(),
-            "losses/value_target_mean": (value_targets * mb.mask).sum().item() / denom.item(),
+            "losses/value_target_mean": float((value_targets[0] * mb.mask).sum() / denom),
         }
         return loss, metrics, value_targets
 
@@ -135,22 +236,27 @@ class Learner:
         """One update (``epochs`` x ``minibatches`` SGD steps) on ``batch``; returns metrics."""
         cfg = self.cfg
         batch = batch.to(self.device)
-        pre = self.estimator.precompute(batch)
+        streams, reward_metrics = self.streams(batch)
+        pre = self._precompute(batch, streams)
         num_envs = batch.actions.shape[1]
         metrics: dict[str, float] = {}
         for _ in range(cfg.epochs):
             order = torch.randperm(num_envs, device=self.device)
             for index in order.chunk(min(cfg.minibatches, num_envs)):
-                mb_pre = None if pre is None else (pre[0][:, index], pre[1][:, index])
                 mb = batch.select_envs(index)
-                loss, metrics, value_targets = self._minibatch_loss(mb, mb_pre)
+                mb_streams = [s.select_envs(index) for s in streams]
+                mb_pre = [None if p is None else (p[0][:, index], p[1][:, index]) for p in pre]
+                loss, metrics, value_targets = self._minibatch_loss(mb, mb_streams, mb_pre)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
                 metrics["losses/grad_norm"] = float(grad_norm)
                 if self.value_norm is not None:
-                    self.value_norm.update(value_targets, mb.mask)
+                    for stream, target in zip(mb_streams, value_targets, strict=True):
+                        self.value_norm.update(stream.head, target, mb.mask)
+        metrics.update(reward_metrics)
+        metrics.update(self.bonuses.update(batch))
         metrics["losses/lr"] = self.optimizer.param_groups[0]["lr"]
         self.updates += 1
         self.policy_version += 1
@@ -163,6 +269,7 @@ class Learner:
             "policy_version": self.policy_version,
             "updates": self.updates,
             "value_norm": self.value_norm.state_dict() if self.value_norm else None,
+            "bonuses": self.bonuses.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -172,3 +279,4 @@ class Learner:
         self.updates = int(state["updates"])
         if self.value_norm is not None and state.get("value_norm"):
             self.value_norm.load_state_dict(state["value_norm"])
+        self.bonuses.load_state_dict(state["bonuses"])

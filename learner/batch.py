@@ -31,6 +31,7 @@ class Batch:
     mask: torch.Tensor  # (T, B) float 0/1: valid (non auto-reset) steps
     episode_start: torch.Tensor  # (T+1, B) bool, incl. the bootstrap observation
     core_state: torch.Tensor  # (B, H)
+    env_ids: torch.Tensor  # (B,) int64: actor_id * envs_per_actor + env index, stable
 
     @property
     def num_steps(self) -> int:
@@ -44,7 +45,7 @@ class Batch:
             behaviour_values=self.behaviour_values[:, index], rewards=self.rewards[:, index],
             terminated=self.terminated[:, index], ended=self.ended[:, index],
             mask=self.mask[:, index], episode_start=self.episode_start[:, index],
-            core_state=self.core_state[index],
+            core_state=self.core_state[index], env_ids=self.env_ids[index],
         )
 
     def to(self, device: torch.device) -> Batch:
@@ -84,4 +85,7 @@ def stack_rollouts(messages: Sequence[Message], reward_clip: float | None) -> Ba
         mask=torch.from_numpy(valid.astype(np.float32)),
         episode_start=torch.from_numpy(start_full),
         core_state=torch.from_numpy(_cat(messages, "core_state", axis=0)),
+        env_ids=torch.from_numpy(np.concatenate([
+            m.actor_id * m.arrays["valid"].shape[1] + np.arange(m.arrays["valid"].shape[1])
+            for m in messages])),
     )

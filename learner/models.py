@@ -11,7 +11,7 @@ Shapes used below: T = time steps, B = envs, N = T * B, A = actions, H = core si
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ __all__ = [
     "NatureCnnEncoder",
     "ObsSpec",
     "build_encoder",
+    "make_actor_critic",
     "obs_to_torch",
     "select_encoder_kind",
 ]
@@ -324,13 +325,16 @@ class ActorCritic(nn.Module):
         core_size: Core state width H (0 without a core).
     """
 
-    def __init__(self, obs_spec: ObsSpec, num_actions: int, cfg: ModelConfig) -> None:
+    def __init__(self, obs_spec: ObsSpec, num_actions: int, cfg: ModelConfig,
+                 num_value_heads: int = 1) -> None:
         """Builds the network.
 
         Args:
             obs_spec: Observation spec.
             num_actions: Number of discrete actions A.
             cfg: Has ``kind``, ``hidden_size``, ``core`` and ``core_size``.
+            num_value_heads: V >= 1; head 0 is the main (extrinsic or combined) value, the
+                others are separate intrinsic-reward streams.
 
         Raises:
             ValueError: Unknown encoder or core kind, or a spec the encoder cannot take.
@@ -351,11 +355,12 @@ class ActorCritic(nn.Module):
                     nn.init.zeros_(param)
             self.core_size = features = cfg.core_size
         self.policy = layer_init(nn.Linear(features, num_actions), gain=0.01)
-        self.value = layer_init(nn.Linear(features, 1), gain=1.0)
-        # Running statistics of value targets: the head predicts normalised values and forward()
-        # returns them on the return scale. Buffers, so actors get them with the weights.
-        self.register_buffer("value_mean", torch.zeros(()))
-        self.register_buffer("value_std", torch.ones(()))
+        self.num_value_heads = num_value_heads
+        self.value = layer_init(nn.Linear(features, num_value_heads), gain=1.0)
+        # Running statistics of value targets per head: the head predicts normalised values and
+        # forward() returns them on the return scale. Buffers, so actors get them with weights.
+        self.register_buffer("value_mean", torch.zeros(num_value_heads))
+        self.register_buffer("value_std", torch.ones(num_value_heads))
 
     def initial_state(self, batch_size: int) -> Tensor:
         """Zero core state.
@@ -371,7 +376,14 @@ class ActorCritic(nn.Module):
     def forward(
         self, obs: dict[str, Tensor], core_state: Tensor, episode_start: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Runs T steps for B envs.
+        """Runs T steps for B envs; returns the main value head only (see ``forward_all``)."""
+        logits, values, core_state = self.forward_all(obs, core_state, episode_start)
+        return logits, values[..., 0], core_state
+
+    def forward_all(
+        self, obs: dict[str, Tensor], core_state: Tensor, episode_start: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Runs T steps for B envs, with every value head.
 
         Args:
             obs: Key -> ``(T, B, *shape)``; keys the encoder does not use are ignored.
@@ -379,7 +391,7 @@ class ActorCritic(nn.Module):
             episode_start: ``(T, B)`` bool; the core state is zeroed before step t where True.
 
         Returns:
-            logits ``(T, B, A)``, values ``(T, B)``, next core state ``(B, H)``.
+            logits ``(T, B, A)``, values ``(T, B, V)``, next core state ``(B, H)``.
         """
         steps, batch = episode_start.shape
         flat = {k: obs[k].reshape(steps * batch, *obs[k].shape[2:]) for k in self.encoder.in_keys}
@@ -395,8 +407,14 @@ class ActorCritic(nn.Module):
             core_state = state
             x = torch.stack(outputs).view(steps * batch, -1)  # (T*B, H)
         logits = self.policy(x).view(steps, batch, -1)  # (T, B, A)
-        values = self.value(x).view(steps, batch) * self.value_std + self.value_mean  # (T, B)
+        values = self.value(x).view(steps, batch, -1) * self.value_std + self.value_mean  # (T,B,V)
         return logits, values, core_state
+
+
+def make_actor_critic(cfg: Any, env_spec: Any) -> ActorCritic:
+    """The model of a run: actors and learner build it the same way from the root config."""
+    heads = 1 + sum(1 for bonus in cfg.intrinsic if bonus.separate_value_head)
+    return ActorCritic(env_spec.obs_spec, env_spec.num_actions, cfg.learner.model, heads)
 
 
 def obs_to_torch(obs: dict[str, np.ndarray], device: torch.device | str) -> dict[str, Tensor]:

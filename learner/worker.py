@@ -72,7 +72,7 @@ class LearnerWorker:
         self.args = args
         self.cfg = cfg
         self.run_dir = Path(args.run_dir)
-        self.learner = Learner(cfg.learner, args.env_spec, resolve_device(cfg.learner.device))
+        self.learner = Learner(cfg, args.env_spec, resolve_device(cfg.learner.device))
         num_envs = cfg.env.envs_per_actor
         max_bytes = int(cfg.wire.max_message_mb * (1 << 20))
         self.schema = rollout_schema(args.env_spec, cfg.actors.rollout_len, num_envs,

@@ -109,7 +109,7 @@ def test_sigint_writes_checkpoint_and_resume_continues(tmp_path: Path) -> None:
     version1 = first["learner"]["policy_version"]
     adam1 = _adam_steps(first)
     assert steps1 > 0 and version1 > 0 and adam1 > 0
-    assert first["learner"]["value_norm"]["weight"] > 0  # normaliser state is saved
+    assert first["learner"]["value_norm"]["weight"][0] > 0  # normaliser state is saved
 
     budget = steps1 + 30_000
     resume = _start_run("--resume", str(run_dir), f"total_env_steps={budget}", "--quiet")
