@@ -129,12 +129,20 @@ class Actor:
         self.seq += 1
 
     # -- stepping --------------------------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()
     def _policy(self, obs: dict[str, np.ndarray], core: torch.Tensor, start: np.ndarray
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         tobs = {k: torch.from_numpy(v).unsqueeze(0) for k, v in obs.items()}  # (1, B, ...)
         logits, values, core = self.model(tobs, core, torch.from_numpy(start).unsqueeze(0))
         return logits[0], values[0], core  # (B, A), (B,), (B, H)
+
+    @torch.inference_mode()
+    def _sample(self, logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Gumbel-max sampling: one fused draw, no distribution object per step."""
+        logp_all = torch.log_softmax(logits, -1)  # (B, A)
+        gumbel = -torch.empty_like(logp_all).exponential_().log()
+        actions = (logp_all + gumbel).argmax(-1)  # (B,)
+        return actions.numpy(), logp_all.gather(1, actions[:, None])[:, 0].numpy()
 
     def run(self) -> None:
         t_len, b = self.rollout_len, self.num_envs
@@ -155,11 +163,8 @@ class Actor:
                     storage.obs[k][t] = v
                 storage.episode_start[t] = episode_start
                 logits, values, core = self._policy(obs, core, episode_start)
-                actions = torch.distributions.Categorical(logits=logits).sample()  # (B,)
-                storage.logp[t] = torch.log_softmax(logits, -1).gather(
-                    1, actions[:, None])[:, 0].numpy()
+                storage.actions[t], storage.logp[t] = self._sample(logits)
                 storage.values[t] = values.numpy()
-                storage.actions[t] = actions.numpy()
                 result: StepResult = self.env.step(storage.actions[t])
                 done = result.terminated | result.truncated
                 valid = ~prev_done
