@@ -41,6 +41,8 @@ class ActorArgs:
     env_seed: int
     torch_seed: int
     stop_event: Any
+    #: Shared array of ``time.monotonic()`` per actor id, read by the supervisor's watchdog.
+    heartbeats: Any = None
 
 
 class ActorStopped(Exception):
@@ -112,6 +114,9 @@ class Actor:
 
     # -- sending ---------------------------------------------------------------------------
     def _check_stop(self) -> None:
+        """Called in every loop that may wait: doubles as the liveness heartbeat."""
+        if self.args.heartbeats is not None:
+            self.args.heartbeats[self.args.actor_id] = time.monotonic()
         if self.stop_event.is_set():
             raise ActorStopped
 

@@ -10,8 +10,11 @@ repository (torch and numpy only), so Sample Factory trains the same torso as ou
 
 Setup, matched to ours: ``num_workers`` rollout workers, each stepping one batched EnvPool of
 ``envs_per_worker`` envs on one thread (``env_agents``, batched sampling), rollout T, one
-training batch = every worker's rollout (1 epoch x 1 minibatch), V-trace when our config is
-APPO, no RNN. The encoder is our ``build_encoder``; Sample Factory adds its own linear heads.
+training batch = every worker's rollout (1 epoch x 1 minibatch), asynchronous, no RNN.
+Advantages are GAE: with ``--with_vtrace=True`` Sample Factory 2.1.1's learner fails here
+(``AttributeError: 'AttrDict' object has no attribute 'advantages'``), so ``--vtrace`` defaults
+to False; the cost difference of the two estimators is small next to env stepping.
+The encoder is our ``build_encoder``; Sample Factory adds its own linear heads.
 Env steps are agent steps (``env_frameskip=1``; EnvPool's own frame skip is its default).
 
 Sample Factory 2.1.1 never updates the counter behind ``--train_for_seconds``, so an observer
@@ -33,14 +36,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sample_factory.algo.runners.runner import AlgoObserver  # noqa: E402
-from sample_factory.algo.utils.context import global_model_factory  # noqa: E402
-from sample_factory.cfg.arguments import parse_full_cfg, parse_sf_args  # noqa: E402
-from sample_factory.envs.env_utils import register_env  # noqa: E402
-from sample_factory.model.encoder import Encoder  # noqa: E402
-from sample_factory.train import make_runner  # noqa: E402
+from sample_factory.algo.runners.runner import AlgoObserver
+from sample_factory.algo.utils.context import global_model_factory
+from sample_factory.cfg.arguments import parse_full_cfg, parse_sf_args
+from sample_factory.envs.env_utils import register_env
+from sample_factory.model.encoder import Encoder
+from sample_factory.train import make_runner
 
-from learner.models import build_encoder  # noqa: E402
+from learner.models import build_encoder
 
 ENV_NAME = "bench_envpool"
 
@@ -150,10 +153,11 @@ def sf_argv(args: argparse.Namespace, train_dir: str) -> list[str]:
         f"--num_workers={args.num_workers}", "--num_envs_per_worker=1",
         "--worker_num_splits=1", "--batched_sampling=True", f"--env_agents={args.envs_per_worker}",
         f"--rollout={args.rollout}", f"--batch_size={batch}", "--num_batches_per_epoch=1",
-        "--num_epochs=1", "--use_rnn=False", "--recurrence=1", "--env_frameskip=1",
+        "--num_epochs=1", "--use_rnn=False", f"--recurrence={args.rollout}", "--env_frameskip=1",
         f"--with_vtrace={args.vtrace}", "--async_rl=True", "--serial_mode=False",
         f"--learning_rate={args.lr}", f"--gamma={args.gamma}",
-        "--normalize_input=False", "--normalize_returns=False", "--save_every_sec=100000", "--save_best_every_sec=100000",
+        "--normalize_input=False", "--normalize_returns=False",
+        "--save_every_sec=100000", "--save_best_every_sec=100000",
         "--experiment_summaries_interval=100000", "--decoder_mlp_layers", "--seed=0",
     ]
 
@@ -168,7 +172,7 @@ def main() -> int:
     parser.add_argument("--rollout", type=int, default=32)
     parser.add_argument("--model-kind", default="auto")
     parser.add_argument("--hidden-size", type=int, default=64)
-    parser.add_argument("--vtrace", choices=("True", "False"), default="True")
+    parser.add_argument("--vtrace", choices=("True", "False"), default="False")
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--gamma", type=float, default=0.99)
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")

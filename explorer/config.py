@@ -101,6 +101,8 @@ class ActorsConfig:
     restart_backoff_s: float = _field(1.0, ge=0)
     #: Actor restarts allowed before the run is aborted as broken.
     max_restarts: int = _field(20, ge=0)
+    #: Restart an actor whose rollouts stopped arriving this long while others still arrive.
+    heartbeat_timeout_s: float = _field(120.0, gt=0)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ _TICK_S = 0.2
 _READY_TIMEOUT_S = 120.0
 _LEARNER_EXIT_TIMEOUT_S = 30.0
 _ACTOR_EXIT_TIMEOUT_S = 5.0
+_STARTUP_GRACE_S = 120.0
 
 
 def _start_ignoring_sigint(process: Any) -> None:
@@ -71,6 +72,7 @@ class _ActorSlot:
     incarnation: int = 0
     restarts: int = 0
     restart_at: float | None = None
+    started_at: float = 0.0
 
 
 class Supervisor:
@@ -96,6 +98,7 @@ class Supervisor:
         self.ctx = mp.get_context("spawn")
         self.stop_event = self.ctx.Event()
         self.status_queue = self.ctx.Queue(maxsize=1000)
+        self.heartbeats = self.ctx.Array("d", cfg.actors.num_procs, lock=False)
         self.learner: Any = None
         self.actors = [_ActorSlot(i) for i in range(cfg.actors.num_procs)]
         self.addresses: dict[str, str] = {}
@@ -155,12 +158,14 @@ class Supervisor:
             rollout_address=self.addresses["rollout"],
             weights_address=self.addresses["weights"],
             env_seed=env_seed, torch_seed=torch_seed, stop_event=self.stop_event,
+            heartbeats=self.heartbeats,
         )
         slot.process = self.ctx.Process(target=actor_main, args=(args,),
                                         name=f"actor-{slot.actor_id}")
         _start_ignoring_sigint(slot.process)
         slot.incarnation += 1
         slot.restart_at = None
+        slot.started_at = time.monotonic()
 
     # -- watching --------------------------------------------------------------------------
     def _event(self, text: str) -> None:
@@ -177,7 +182,10 @@ class Supervisor:
                     self._event(f"restarted actor-{slot.actor_id} "
                                 f"(restart {slot.restarts}, pid {slot.process.pid})")
                 continue
-            if proc is None or proc.exitcode is None:
+            if proc is None:
+                continue
+            if proc.exitcode is None:
+                self._kill_if_hung(slot, now)
                 continue
             if slot.restarts >= cfg.max_restarts:
                 continue
@@ -187,6 +195,23 @@ class Supervisor:
             self._event(f"actor-{slot.actor_id} (pid {proc.pid}) died with exit code "
                         f"{proc.exitcode}; restarting in {delay:.1f}s")
             self._log_restarts()
+
+    def _kill_if_hung(self, slot: _ActorSlot, now: float) -> None:
+        """SIGKILL an actor whose heartbeat stopped (it is restarted on the next tick).
+
+        Actors beat in every loop that can wait (stepping, blocked on send, waiting for
+        weights), so a slow learner never makes a healthy actor look hung.
+        """
+        timeout = self.cfg.actors.heartbeat_timeout_s
+        beat = self.heartbeats[slot.actor_id]
+        if beat < slot.started_at:  # still starting (imports, env creation): be patient
+            timeout = max(timeout, _STARTUP_GRACE_S)
+        silent = now - max(beat, slot.started_at)
+        if silent > timeout:
+            self._event(f"actor-{slot.actor_id} (pid {slot.process.pid}) gave no heartbeat "
+                        f"for {silent:.0f}s; killing it")
+            slot.process.kill()
+            slot.process.join(5)
 
     def _log_restarts(self) -> None:
         if self._writer is None:
@@ -222,21 +247,21 @@ class Supervisor:
         self.stop_event.set()
 
     def _terminate_all(self) -> None:
-        for proc in [self.learner, *(s.process for s in self.actors)]:
-            if proc is not None and proc.is_alive():
+        for proc in self._started():
+            if proc.is_alive():
                 proc.terminate()
+
+    def _started(self) -> list[Any]:
+        return [p for p in [self.learner, *(s.process for s in self.actors)]
+                if p is not None and p.pid is not None]
 
     def _shutdown(self, learner_timeout: float) -> None:
         self.stop_event.set()
-        if self.learner is not None:
-            self.learner.join(learner_timeout)
-        for slot in self.actors:
-            if slot.process is not None:
-                slot.process.join(_ACTOR_EXIT_TIMEOUT_S)
+        for proc in self._started():
+            proc.join(learner_timeout if proc is self.learner else _ACTOR_EXIT_TIMEOUT_S)
         self._terminate_all()
-        for proc in [self.learner, *(s.process for s in self.actors)]:
-            if proc is not None:
-                proc.join(1.0)
+        for proc in self._started():
+            proc.join(1.0)
         if self._writer is not None:
             self._writer.close()
         if self._ipc_dir:

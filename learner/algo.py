@@ -225,7 +225,7 @@ class Learner:
             approx_kl = (((log_ratio.exp() - 1) - log_ratio) * mb.mask).sum() / denom
             clipfrac = (((log_ratio.exp() - 1).abs() > cfg.clip_coef).float() * mb.mask).sum()
         metrics = {
-            "losses/policy": pg_loss.item(), "losses/value": float(v_loss),
+            "losses/policy": pg_loss.item(), "losses/value": v_loss.item(),
             "losses/entropy": entropy.item(), "losses/approx_kl": approx_kl.item(),
             "losses/clipfrac": (clipfrac / denom).item(),
             "losses/value_target_mean": float((value_targets[0] * mb.mask).sum() / denom),

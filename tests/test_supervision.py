@@ -152,3 +152,35 @@ def test_learner_death_stops_everything_and_names_checkpoint(tmp_path: Path) -> 
     assert result.checkpoint == latest_checkpoint(sup.run_dir / "checkpoints")
     assert any("learner died (exit code -9)" in e for e in sup.events), sup.events
     assert all(slot.process.exitcode is not None for slot in sup.actors), "actor left running"
+
+
+@pytest.mark.timeout(300)
+def test_hung_actor_is_killed_and_replaced(tmp_path: Path) -> None:
+    """SIGSTOP freezes an actor without killing it: the heartbeat watchdog must notice."""
+    cfg = load_config(CARTPOLE, [f"runs_dir={tmp_path}", "total_env_steps=10000000",
+                                 "target_return=null", "actors.heartbeat_timeout_s=4",
+                                 "actors.restart_backoff_s=0.2"])
+    sup = Supervisor(cfg, probe_env_spec(cfg.env), create_run_dir(cfg, ["test"]))
+    observed: dict[str, int] = {}
+
+    def freeze() -> None:
+        try:
+            _wait_for(lambda: sup.last_status.get("env_steps", 0) > 5000
+                      and time.monotonic() - sup.actors[1].started_at > 5, 120, "steady state")
+            observed["frozen_pid"] = sup.actors[1].process.pid
+            os.kill(observed["frozen_pid"], signal.SIGSTOP)
+            _wait_for(lambda: any("restarted actor-1" in e for e in sup.events), 60,
+                      "the frozen actor to be replaced")
+            observed["new_pid"] = sup.actors[1].process.pid
+            beat = sup.heartbeats[1]
+            _wait_for(lambda: sup.heartbeats[1] > beat, 60, "a heartbeat from the replacement")
+        finally:
+            sup.stop_event.set()
+
+    thread = threading.Thread(target=freeze, daemon=True)
+    thread.start()
+    result = sup.run()
+    thread.join(10)
+    assert any("actor-1" in e and "gave no heartbeat" in e for e in sup.events), sup.events
+    assert observed["new_pid"] != observed["frozen_pid"]
+    assert result.actor_restarts == 1
