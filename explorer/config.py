@@ -157,6 +157,8 @@ class LearnerConfig:
     minibatches: int = _field(1, ge=1)
     #: Standardise advantages per minibatch, which makes ``lr`` less reward-scale dependent.
     normalize_advantages: bool = True
+    #: torch CPU threads of the learner process (0 = torch's default); actors always use 1.
+    num_threads: int = _field(1, ge=0)
     #: Coefficient of the (clipped) extrinsic reward in the combined reward.
     ext_coef: float = _field(1.0, ge=0)
     #: Learn the value head on running-normalised targets (keeps value and policy on one scale).

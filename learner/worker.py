@@ -281,6 +281,8 @@ class LearnerWorker:
 def learner_main(args: LearnerArgs) -> None:
     """Process entry point. Ctrl-C is the supervisor's; the learner watches the stop event."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if args.cfg.learner.num_threads:
+        torch.set_num_threads(args.cfg.learner.num_threads)
     torch.manual_seed(args.cfg.seed)
     np.random.seed(args.cfg.seed % (1 << 32))
     ctx = zmq.Context()
