@@ -19,6 +19,7 @@ import zmq
 
 from actors.envs import StepResult, make_vec_env
 from actors.rollout import RolloutRing, RolloutStorage
+from actors.texts import TextCapture, make_text_source
 from explorer.specs import EnvSpec, weights_schema
 from explorer.wire import KIND_ROLLOUT, DropCounter, Message, WireError, decode, encode
 from learner.models import make_actor_critic
@@ -67,7 +68,8 @@ class Actor:
         self.policy_version = -1
         self.weight_drops = DropCounter()
         self.ring = RolloutRing(args.env_spec, self.rollout_len, self.num_envs,
-                                self.model.core_size, _RING_SETS)
+                                self.model.core_size, _RING_SETS, texts=cfg.text.source is not None)
+        self.texts = self._make_text_capture(cfg, ctx)
 
         self.push = ctx.socket(zmq.PUSH)
         self.push.setsockopt(zmq.SNDHWM, cfg.wire.send_hwm)
@@ -84,6 +86,18 @@ class Actor:
         self.blocked_s = 0.0
         self.ep_return = np.zeros(self.num_envs, dtype=np.float64)
         self.ep_length = np.zeros(self.num_envs, dtype=np.int64)
+
+    def _make_text_capture(self, cfg: Any, ctx: zmq.Context) -> TextCapture | None:
+        if cfg.text.source is None:
+            return None
+        socket = None
+        if cfg.text.labeler_address:
+            socket = ctx.socket(zmq.PUSH)
+            socket.setsockopt(zmq.SNDHWM, 16)
+            socket.setsockopt(zmq.LINGER, 0)
+            socket.connect(cfg.text.labeler_address)
+        return TextCapture(make_text_source(cfg.text.source), self.num_envs, self.args.actor_id,
+                           socket, cfg.text.batch_size, cfg.text.sent_capacity)
 
     # -- weights ---------------------------------------------------------------------------
     def _apply_weights(self, frames: list[Any]) -> None:
@@ -180,6 +194,10 @@ class Actor:
                 self.ep_return += result.rewards * valid
                 self.ep_length += valid
                 ended = done & valid
+                if self.texts is not None:
+                    self.texts.observe(result.obs, self.env, storage.text_hash[t],
+                                       storage.text_count[t])
+                    self.texts.end_episodes(ended)
                 if ended.any():
                     finished_returns.extend(self.ep_return[ended].tolist())
                     finished_lengths.extend(self.ep_length[ended].tolist())
@@ -204,11 +222,15 @@ class Actor:
             }
             if elapsed > 2.0:
                 window_start, window_steps, window_blocked = now, 0, self.blocked_s
+            if self.texts is not None:
+                self.texts.flush()
             self.send(storage, np.asarray(finished_returns, dtype=np.float32),
                       np.asarray(finished_lengths, dtype=np.int32), meta)
             self.poll_weights(wait=False)
 
     def close(self) -> None:
+        if self.texts is not None and self.texts.socket is not None:
+            self.texts.socket.close(0)
         self.push.close(0)
         self.sub.close(0)
         self.env.close()

@@ -63,6 +63,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise UsageError("give a config file, e.g. `explorer run configs/quickstart.yaml`")
         cfg, ckpt, generation = load_config(path, overrides), None, 0
         run_dir = create_run_dir(cfg, argv)
+    if cfg.text.source is not None:
+        from actors.texts import make_text_source
+
+        try:
+            make_text_source(cfg.text.source)
+        except ValueError as err:
+            raise UsageError(f"text.source: {err}") from None
     reporter = ProgressReporter(enabled=not args.quiet)
     console = reporter.console
     try:

@@ -40,6 +40,7 @@ __all__ = [
     "IntrinsicConfig",
     "LearnerConfig",
     "ModelConfig",
+    "TextConfig",
     "WireConfig",
     "config_from_dict",
     "config_to_dict",
@@ -194,6 +195,21 @@ class WireConfig:
 
 
 @dataclass(frozen=True)
+class TextConfig:
+    """What the agent reads (for the LLM labeler): captured, counted per episode, sent."""
+
+    #: ``nethack_message``, ``babyai_mission`` or ``package.module:function(obs, env)``;
+    #: None turns text capture off (and it then costs nothing).
+    source: str | None = None
+    #: ZeroMQ address actors push new unique texts to; None counts texts without sending.
+    labeler_address: str | None = None
+    #: Texts per message to the labeler.
+    batch_size: int = _field(64, ge=1)
+    #: Size of each actor's "already sent" set.
+    sent_capacity: int = _field(100_000, ge=1)
+
+
+@dataclass(frozen=True)
 class IntrinsicConfig:
     """One exploration bonus added to the reward (see ``explorer/intrinsic``)."""
 
@@ -240,6 +256,8 @@ class Config:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     #: Actor/learner transport settings.
     wire: WireConfig = field(default_factory=WireConfig)
+    #: Text capture for the LLM labeler.
+    text: TextConfig = field(default_factory=TextConfig)
     #: Exploration bonuses; each entry is an ``IntrinsicConfig`` mapping.
     intrinsic: tuple[IntrinsicConfig, ...] = ()
 

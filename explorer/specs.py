@@ -39,7 +39,8 @@ class EnvSpec:
 
 
 def rollout_schema(
-    spec: EnvSpec, rollout_len: int, num_envs: int, core_size: int, max_bytes: int
+    spec: EnvSpec, rollout_len: int, num_envs: int, core_size: int, max_bytes: int,
+    texts: bool = False,
 ) -> WireSchema:
     """Schema of one actor rollout of ``rollout_len`` steps from ``num_envs`` envs.
 
@@ -52,6 +53,8 @@ def rollout_schema(
         episode_start (T, B) bool: obs[t] is the first observation of an episode.
         core_state (B, H) float32: recurrent state before step 0.
         ep_returns, ep_lengths (K,): episodes completed during this rollout.
+        text_hash (T, B) int64, text_count (T, B) int32 (with ``texts``): id of the text shown
+            after step t (0: none) and how often it was shown so far in the episode.
     """
     t, b = rollout_len, num_envs
     arrays = {f"obs/{key}": ArraySpec(dtype, (t + 1, b, *shape))
@@ -69,6 +72,8 @@ def rollout_schema(
         ep_returns=ArraySpec("float32", (None,)),
         ep_lengths=ArraySpec("int32", (None,)),
     )
+    if texts:
+        arrays.update(text_hash=ArraySpec("int64", (t, b)), text_count=ArraySpec("int32", (t, b)))
     return WireSchema(kind=KIND_ROLLOUT, arrays=arrays, max_bytes=max_bytes)
 
 

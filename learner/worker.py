@@ -76,7 +76,8 @@ class LearnerWorker:
         num_envs = cfg.env.envs_per_actor
         max_bytes = int(cfg.wire.max_message_mb * (1 << 20))
         self.schema = rollout_schema(args.env_spec, cfg.actors.rollout_len, num_envs,
-                                     self.learner.model.core_size, max_bytes)
+                                     self.learner.model.core_size, max_bytes,
+                                     texts=cfg.text.source is not None)
         self.drops = DropCounter()
         self.env_steps = 0
         self.episodes = 0
