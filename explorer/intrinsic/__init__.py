@@ -1,5 +1,7 @@
 """Intrinsic rewards (exploration bonuses) behind one protocol; see ``base.py``."""
 
+# Built-in bonuses register themselves on import.
+from explorer.intrinsic import counts, icm, noveld, rnd  # noqa: F401
 from explorer.intrinsic.base import (
     IntrinsicReward,
     TransitionBatch,

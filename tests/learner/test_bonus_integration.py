@@ -1,0 +1,130 @@
+"""Bonuses reach the policy gradient: they are added to rewards *before* advantages.
+
+Advantages (V-trace and GAE) are linear in the rewards for fixed values, so enabling a bonus
+with coefficient c must shift the advantages by exactly c * A(r_int; values = 0). A learner
+that added bonuses after computing advantages would show no shift at all.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from actors.envs import make_vec_env
+from actors.rollout import RolloutStorage
+from explorer.config import load_config
+from explorer.wire import KIND_ROLLOUT, Message
+from learner.algo import Learner
+from learner.batch import Batch, stack_rollouts
+from learner.bonuses import ReturnNormalizer
+from learner.losses import gae, vtrace
+
+T, B = 24, 4
+
+
+def _minigrid_batch() -> Batch:
+    """A real random-policy rollout of MiniGrid-Empty-5x5 (episodes end within T steps)."""
+    cfg = load_config(None, ["env.id=MiniGrid-Empty-5x5-v0", "env.max_episode_steps=10"])
+    env = make_vec_env(cfg.env, B, seed=3)
+    storage = RolloutStorage(env.spec, T, B, core_size=0)
+    rng = np.random.default_rng(0)
+    obs, prev_done = env.reset(), np.zeros(B, bool)
+    for t in range(T):
+        for k, v in obs.items():
+            storage.obs[k][t] = v
+        storage.actions[t] = rng.integers(0, env.spec.num_actions, B)
+        result = env.step(storage.actions[t])
+        storage.valid[t] = ~prev_done
+        storage.rewards[t] = result.rewards
+        storage.terminated[t], storage.truncated[t] = result.terminated, result.truncated
+        prev_done = (result.terminated | result.truncated) & storage.valid[t]
+        storage.episode_start[t] = t == 0
+        obs = result.obs
+    for k, v in obs.items():
+        storage.obs[k][T] = v
+    storage.logp[:] = -np.log(env.spec.num_actions)
+    assert (storage.terminated | storage.truncated).any()
+    msg = Message(kind=KIND_ROLLOUT, arrays=storage.arrays(np.zeros(0, np.float32),
+                                                           np.zeros(0, np.int32)))
+    return stack_rollouts([msg], reward_clip=None)
+
+
+def _learner(*overrides: str) -> Learner:
+    cfg = load_config(None, ["env.id=MiniGrid-Empty-5x5-v0", "seed=4", *overrides])
+    env = make_vec_env(cfg.env, 1, 0)
+    torch.manual_seed(0)  # identical model init for learners with and without a bonus
+    return Learner(cfg, env.spec, torch.device("cpu"))
+
+
+def _vtrace_adv(learner: Learner, batch: Batch, rewards, values, discounts, cuts):
+    with torch.no_grad():
+        logits, _, _ = learner.model.forward_all(batch.obs, batch.core_state,
+                                                 batch.episode_start)
+    target = torch.log_softmax(logits[:-1], -1).gather(-1, batch.actions[..., None])[..., 0]
+    return vtrace(batch.behaviour_logp, target, rewards, values, discounts, cuts).pg_advantages
+
+
+@pytest.mark.parametrize("algo", ["appo", "ppo"])
+def test_bonus_shifts_advantages_by_its_own_advantage(algo: str) -> None:
+    batch = _minigrid_batch()
+    plain = _learner(f"learner.algo={algo}")
+    bonus = _learner(f"learner.algo={algo}",
+                     "intrinsic=[{name: counts, coef: 0.5, normalize: false}]")
+    r_int = bonus.bonuses.bonuses[0].compute(batch) * batch.mask  # (T, B)
+    assert r_int.abs().sum() > 0
+    shift = bonus.advantages(batch) - plain.advantages(batch)
+    zeros = torch.zeros(T + 1, B)
+    discounts = 0.99 * (1 - batch.terminated)
+    if algo == "appo":
+        expected = _vtrace_adv(bonus, batch, r_int, zeros, discounts, batch.ended)
+    else:
+        expected = gae(r_int, zeros, discounts, batch.ended, 0.95).advantages
+    assert shift.abs().max() > 1e-3, "the bonus did not change the advantages"
+    torch.testing.assert_close(shift, 0.5 * expected, atol=1e-5, rtol=1e-5)
+
+
+def test_separate_value_head_is_a_second_stream() -> None:
+    batch = _minigrid_batch()
+    learner = _learner("intrinsic=[{name: counts, coef: 0.5, normalize: false, "
+                       "separate_value_head: true, gamma: 0.9}]")
+    assert learner.model.num_value_heads == 2
+    with torch.no_grad():
+        _, values, _ = learner.model.forward_all(batch.obs, batch.core_state,
+                                                 batch.episode_start)  # (T+1, B, 2)
+    r_int = learner.bonuses.bonuses[0].compute(batch) * batch.mask
+    never = torch.zeros(T, B)
+    a_ext = _vtrace_adv(learner, batch, batch.rewards, values[..., 0],
+                        0.99 * (1 - batch.terminated), batch.ended)
+    a_int = _vtrace_adv(learner, batch, r_int, values[..., 1], 0.9 * (1 - never), never)
+    torch.testing.assert_close(learner.advantages(batch), a_ext + 0.5 * a_int,
+                               atol=1e-5, rtol=1e-5)
+    metrics = learner.train(batch)
+    assert "intrinsic/0_counts/raw_mean" in metrics
+    assert learner.model.value_std[1] != 1.0  # the intrinsic head's normaliser moved
+
+
+def test_return_normalizer_hand_case() -> None:
+    """gamma=0.5, rewards 1,1,1 on one env: filtered returns 1, 1.5, 1.75 (std 0.3118)."""
+    norm = ReturnNormalizer(gamma=0.5)
+    rewards = torch.ones(3, 1)
+    out = norm(rewards, torch.ones(3, 1), torch.tensor([7]))
+    std = float(np.std([1.0, 1.5, 1.75]))
+    torch.testing.assert_close(out, rewards / std, atol=1e-6, rtol=0)
+    # the filter continues across batches for the same env id: next return 0.5*1.75 + 1
+    norm(torch.ones(1, 1), torch.ones(1, 1), torch.tensor([7]))
+    assert norm.filters[7] == pytest.approx(1.875)
+    assert norm.std == pytest.approx(float(np.std([1.0, 1.5, 1.75, 1.875])))
+
+
+def test_bonus_state_survives_a_checkpoint_round_trip() -> None:
+    batch = _minigrid_batch()
+    spec = "intrinsic=[{name: rnd, coef: 0.1}, {name: counts, coef: 0.2}]"
+    first = _learner(spec)
+    for _ in range(3):
+        first.train(batch)
+    second = _learner(spec)
+    second.load_state_dict(first.state_dict())
+    torch.testing.assert_close(second.advantages(batch), first.advantages(batch))
+    for a, b in zip(first.bonuses.bonuses, second.bonuses.bonuses, strict=True):
+        torch.testing.assert_close(a.compute(batch), b.compute(batch))
