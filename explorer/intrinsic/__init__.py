@@ -1,7 +1,16 @@
 """Intrinsic rewards (exploration bonuses) behind one protocol; see ``base.py``."""
 
 # Built-in bonuses register themselves on import.
-from explorer.intrinsic import counts, icm, noveld, rnd  # noqa: F401
+from explorer.intrinsic import (  # noqa: F401
+    byol_explore,
+    byol_hindsight,
+    counts,
+    e3b,
+    icm,
+    ngu,
+    noveld,
+    rnd,
+)
 from explorer.intrinsic.base import (
     IntrinsicReward,
     TransitionBatch,

@@ -128,3 +128,15 @@ def test_bonus_state_survives_a_checkpoint_round_trip() -> None:
     torch.testing.assert_close(second.advantages(batch), first.advantages(batch))
     for a, b in zip(first.bonuses.bonuses, second.bonuses.bonuses, strict=True):
         torch.testing.assert_close(a.compute(batch), b.compute(batch))
+
+
+@pytest.mark.parametrize("name", ["rnd", "icm", "noveld", "counts", "e3b", "ngu",
+                                  "byol_explore", "byol_hindsight"])
+def test_every_registered_bonus_trains_inside_the_learner(name: str) -> None:
+    batch = _minigrid_batch()
+    learner = _learner(f"intrinsic=[{{name: {name}, coef: 0.1}}]")
+    for _ in range(2):
+        metrics = learner.train(batch)
+    assert np.isfinite(metrics["losses/policy"]) and np.isfinite(metrics["losses/value"])
+    assert np.isfinite(metrics[f"intrinsic/0_{name}/raw_mean"])
+    assert learner.bonuses.state_dict()["bonuses"][0]  # saved with checkpoints
