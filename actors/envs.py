@@ -1,6 +1,8 @@
 """Vectorised environments behind one small interface: EnvPool first, gymnasium as fallback.
 
-Both backends auto-reset on the step *after* an episode ends (the step's action is ignored and
+NetHack task ids go to ``actors.nethack.NetHackVecEnv`` (backend ``nle``).
+
+All backends auto-reset on the step *after* an episode ends (the step's action is ignored and
 it returns the first observation of the next episode with reward 0). The actor marks those
 steps invalid instead of hiding them, so truncated episodes keep their true final observation
 for bootstrapping.
@@ -14,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from explorer.config import envpool_ids
+from explorer.config import envpool_ids, nle_ids
 from explorer.specs import EnvSpec, ObsSpec
 
 __all__ = ["StepResult", "VecEnv", "make_vec_env", "probe_env_spec"]
@@ -165,11 +167,19 @@ class GymnasiumVecEnv(_Backend):
 def make_vec_env(env_cfg: Any, num_envs: int, seed: int) -> VecEnv:
     """Build ``num_envs`` envs of ``env_cfg.id`` on the configured backend.
 
-    ``backend="auto"`` takes EnvPool when it knows the id, else gymnasium.
+    ``backend="auto"`` takes NLE for NetHack task ids, EnvPool when it knows the id, else
+    gymnasium.
     """
     backend = env_cfg.backend
+    if backend == "auto" and env_cfg.id in (nle_ids() or ()):
+        backend = "nle"
     if backend == "auto":
         backend = "envpool" if env_cfg.id in (envpool_ids() or ()) else "gymnasium"
+    if backend == "nle":
+        from actors.nethack import NetHackVecEnv  # imports nle only when it is needed
+
+        return NetHackVecEnv(env_cfg.id, num_envs, seed, env_cfg.max_episode_steps,
+                             dict(env_cfg.envpool_kwargs))
     cls = EnvPoolVecEnv if backend == "envpool" else GymnasiumVecEnv
     return cls(env_cfg.id, num_envs, seed, env_cfg.max_episode_steps, dict(env_cfg.envpool_kwargs))
 

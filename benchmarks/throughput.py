@@ -36,8 +36,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
-import multiprocessing as mp
 import os
 import shutil
 import signal
@@ -54,6 +52,7 @@ import cleanrl_ppo
 import numpy as np
 import torch
 import zmq
+from bench_utils import CTX, RESULT_TIMEOUT_S, ratio, run_parallel, timed_loop
 
 from actors.actor import ActorArgs, actor_main
 from actors.envs import make_vec_env, probe_env_spec
@@ -65,8 +64,6 @@ from explorer.wire import KIND_ROLLOUT, KIND_WEIGHTS, Message, WireError, decode
 from learner.models import ActorCritic, select_encoder_kind
 
 REPO = Path(__file__).resolve().parents[1]
-CTX = mp.get_context("spawn")
-RESULT_TIMEOUT_S = 300.0
 WIRE_SIZES_MB = (8, 16, 32)
 GOALS = {"actors_vs_env_policy": 0.8, "train_vs_cleanrl": 1.2, "wire_gbps": 2.0}
 
@@ -79,35 +76,6 @@ def log(text: str) -> None:
 # --------------------------------------------------------------------------- helpers
 
 
-def timed_loop(step, steps_per_call: int, warmup: float, seconds: float) -> tuple[int, float]:
-    """Call ``step()`` for ``warmup`` s, then count its env steps for ``seconds`` s."""
-    start = time.monotonic()
-    while time.monotonic() - start < warmup:
-        step()
-    start = now = time.monotonic()
-    steps = 0
-    while now - start < seconds:
-        step()
-        steps += steps_per_call
-        now = time.monotonic()
-    return steps, now - start
-
-
-def run_parallel(target, num_procs: int, *args: Any) -> float:
-    """Run ``target(index, barrier, results, *args)`` in N processes; return the summed fps."""
-    barrier, results = CTX.Barrier(num_procs), CTX.Queue()
-    procs = [CTX.Process(target=target, args=(i, barrier, results, *args), daemon=True)
-             for i in range(num_procs)]
-    for proc in procs:
-        proc.start()
-    try:
-        rates = [results.get(timeout=RESULT_TIMEOUT_S) for _ in procs]
-    finally:
-        for proc in procs:
-            proc.join(10)
-            if proc.is_alive():
-                proc.terminate()
-    return sum(steps / elapsed for steps, elapsed in rates)
 
 
 def make_raw_env(env_cfg: Any, num_envs: int, num_threads: int, seed: int):
@@ -536,11 +504,6 @@ def torso_kind(cfg: Config, spec: EnvSpec) -> str:
     kind = cfg.learner.model.kind
     return select_encoder_kind(spec.obs_spec) if kind == "auto" else kind
 
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b == 0 or math.isnan(a) or math.isnan(b):
-        return None
-    return a / b
 
 
 def fmt(value: float | None, unit: str = "") -> str:

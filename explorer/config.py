@@ -47,6 +47,7 @@ __all__ = [
     "envpool_ids",
     "format_config",
     "load_config",
+    "nle_ids",
     "save_config",
 ]
 
@@ -78,15 +79,18 @@ def _field(default: Any, **rules: Any) -> Any:
 class EnvConfig:
     """Which environment the actors step, and how many copies each actor runs."""
 
-    #: EnvPool task id or any registered gymnasium id, e.g. ``Pong-v5`` or ``CartPole-v1``.
+    #: EnvPool task id, NetHack task id (``NetHackScore-v0``, ``NetHackStaircaseLvl3-v0``, ...)
+    #: or any registered gymnasium id, e.g. ``Pong-v5`` or ``CartPole-v1``.
     id: str = _field("MiniGrid-Empty-5x5-v0", nonempty=True)
-    #: Simulator: ``envpool`` (batched C++), ``gymnasium``, or ``auto`` (EnvPool if it has the id).
-    backend: str = _field("auto", choices=("auto", "envpool", "gymnasium"))
+    #: Simulator: ``envpool`` (batched C++), ``nle`` (NetHack), ``gymnasium``, or ``auto`` (NLE
+    #: for NetHack ids, else EnvPool if it has the id, else gymnasium).
+    backend: str = _field("auto", choices=("auto", "envpool", "nle", "gymnasium"))
     #: Environments batched inside each actor process; more amortise each policy forward pass.
     envs_per_actor: int = _field(8, ge=1)
     #: Truncate episodes after this many steps; ``None`` keeps the environment's own limit.
     max_episode_steps: int | None = _field(None, ge=1)
-    #: Extra keyword arguments for ``envpool.make`` (e.g. ``episodic_life``); envpool only.
+    #: Env kwargs (the key keeps its old name): for ``envpool.make`` (e.g. ``episodic_life``),
+    #: or for NetHack ``actions`` (``task``, ``extended``, ``full``) and NLE task arguments.
     envpool_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -110,8 +114,9 @@ class ActorsConfig:
 class ModelConfig:
     """Policy/value network architecture."""
 
-    #: Torso: ``auto`` picks from the observation space (MLP for vectors, CNN for images).
-    kind: str = _field("auto", choices=("auto", "mlp", "minigrid_cnn", "nature_cnn"))
+    #: Torso: ``auto`` picks from the observation space (MLP for vectors, CNN for images,
+    #: ``nethack`` for NLE glyphs + blstats).
+    kind: str = _field("auto", choices=("auto", "mlp", "minigrid_cnn", "nature_cnn", "nethack"))
     #: Width of the torso's hidden layers and of its output features.
     hidden_size: int = _field(64, ge=1)
     #: Recurrent core after the torso; ``none`` keeps the policy feed-forward.
@@ -455,6 +460,17 @@ def envpool_ids() -> frozenset[str] | None:
     return frozenset(envpool.list_all_envs())
 
 
+@functools.cache
+def nle_ids() -> frozenset[str] | None:
+    """NetHack task ids (NLE's and ``actors.nethack_tasks``'), or ``None`` without nle."""
+    try:
+        from actors.nethack_tasks import nle_task_ids
+
+        return nle_task_ids()
+    except ImportError:
+        return None
+
+
 def _gymnasium_ids() -> frozenset[str]:
     """Ids in the gymnasium registry (not cached: plugins may register more at any time)."""
     import gymnasium
@@ -468,13 +484,19 @@ def _check_env_id(cfg: Config) -> list[str]:
     pool_ids = envpool_ids()
     if backend == "envpool" and pool_ids is None:
         return ["env.backend: 'envpool' requested but envpool is not installed"]
-    per_backend = {"envpool": pool_ids or frozenset(), "gymnasium": _gymnasium_ids()}
+    if backend == "nle" and nle_ids() is None:
+        return ["env.backend: 'nle' requested but nle is not installed"]
+    nethack = nle_ids() or frozenset()  # NLE ids go to the nle backend, not to gymnasium's
+    per_backend = {"envpool": pool_ids or frozenset(), "nle": nethack,
+                   "gymnasium": _gymnasium_ids() - nethack}
     allowed = [backend] if backend in per_backend else list(per_backend)
     known = frozenset().union(*(per_backend[name] for name in allowed))
     if env_id in known:
         return []
     nearest = difflib.get_close_matches(env_id, known, n=3, cutoff=0)
     message = f"env.id: unknown env {env_id!r}; nearest: {', '.join(nearest)}"
+    if nethack & set(nearest) and "nle" in allowed:
+        message += f" (NetHack tasks: {', '.join(sorted(nethack))})"
     other = [name for name, ids in per_backend.items() if name not in allowed and env_id in ids]
     if other:
         message += f" ({other[0]} knows it: set env.backend to {other[0]} or auto)"

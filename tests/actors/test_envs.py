@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import gymnasium
 import numpy as np
 import pytest
 
@@ -18,6 +19,13 @@ class _EnvCfg:
     envpool_kwargs: dict = field(default_factory=dict)
 
 
+# A real gymnasium env under an id EnvPool does not know, so `auto` must fall back to gymnasium.
+GYM_ONLY_ID = "ExplorerTestLake-v0"
+if GYM_ONLY_ID not in gymnasium.registry:
+    gymnasium.register(GYM_ONLY_ID, entry_point="gymnasium.envs.toy_text.frozen_lake:FrozenLakeEnv",
+                       max_episode_steps=100)
+
+
 def _pattern(env, steps: int) -> list[tuple[float, bool, bool]]:
     env.reset()
     out = []
@@ -29,7 +37,7 @@ def _pattern(env, steps: int) -> list[tuple[float, bool, bool]]:
 
 def test_auto_backend_picks_envpool_then_gymnasium() -> None:
     assert isinstance(make_vec_env(_EnvCfg("CartPole-v1"), 2, 0), EnvPoolVecEnv)
-    assert isinstance(make_vec_env(_EnvCfg("Taxi-v4"), 2, 0), GymnasiumVecEnv)
+    assert isinstance(make_vec_env(_EnvCfg(GYM_ONLY_ID), 2, 0), GymnasiumVecEnv)
 
 
 def test_backends_agree_on_spec_and_truncation_reset() -> None:
@@ -44,7 +52,7 @@ def test_backends_agree_on_spec_and_truncation_reset() -> None:
 
 
 def test_discrete_observations_and_dict_specs() -> None:
-    lake = make_vec_env(_EnvCfg("Taxi-v4"), 3, 0)
+    lake = make_vec_env(_EnvCfg(GYM_ONLY_ID), 3, 0)
     assert lake.spec.obs_spec == {"obs": ((), "int32")}
     obs = lake.reset()
     assert obs["obs"].shape == (3,) and obs["obs"].dtype == np.int32
