@@ -137,6 +137,8 @@ def encode(message: Message) -> list[Any]:
     buffers: list[Any] = []
     for name, value in message.arrays.items():
         array = np.asarray(value)
+        if not array.dtype.isnative:  # the wire is native byte order: dtype names carry no '>'
+            array = array.astype(array.dtype.newbyteorder("="))
         if not array.flags.c_contiguous:  # (ascontiguousarray would turn 0-d into 1-d)
             array = array.copy(order="C")
         descriptors.append({"name": name, "dtype": array.dtype.name, "shape": list(array.shape)})
@@ -175,7 +177,8 @@ def _parse_header(frame: Any) -> dict[str, Any]:
         raise WireError("bad_header", f"header is not msgpack ({type(exc).__name__})") from None
     if not isinstance(header, dict):
         raise WireError("bad_header", f"header is a {type(header).__name__}, not a map")
-    if header.get("v") != PROTOCOL_VERSION:
+    version = header.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:  # True == 1 must not pass
         raise WireError(
             "bad_version", f"protocol version {header.get('v')!r}, expected {PROTOCOL_VERSION}"
         )

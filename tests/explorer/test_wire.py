@@ -509,3 +509,22 @@ def test_fuzz_mutations_only_raise_wire_error() -> None:
     assert outcomes["decoded"] > 0
     assert {"bad_header", "bad_frames", "bad_size"} <= set(outcomes)
     assert len(outcomes) >= 6, outcomes
+
+
+def test_big_endian_arrays_arrive_with_their_values() -> None:
+    values = np.arange(6, dtype=">f4").reshape(2, 3)
+    schema = WireSchema(kind=KIND_ROLLOUT, arrays={"x": ArraySpec("float32", (2, 3))})
+    frames = [bytes(memoryview(f)) for f in encode(Message(kind=KIND_ROLLOUT,
+                                                           arrays={"x": values}))]
+    np.testing.assert_array_equal(decode(frames, schema).arrays["x"], values)
+
+
+@pytest.mark.parametrize("version", [True, 1.0])
+def test_version_must_be_the_int_one(version: object) -> None:
+    schema = WireSchema(kind=KIND_ROLLOUT, arrays={})
+    frames = encode(Message(kind=KIND_ROLLOUT, arrays={}))
+    header = msgpack.unpackb(frames[0])
+    header["v"] = version
+    with pytest.raises(WireError) as err:
+        decode([msgpack.packb(header)], schema)
+    assert err.value.reason == "bad_version"

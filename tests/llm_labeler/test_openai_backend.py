@@ -1,0 +1,344 @@
+"""OpenAI-compatible labeler against a real local HTTP server with scripted faults."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from fake_openai_server import FakeOpenAIServer, rule
+
+from llm_labeler.backends.openai_backend import (
+    DEFAULT_USER_TEMPLATE,
+    CircuitBreaker,
+    OpenAILabeler,
+    OpenAILabelerConfig,
+    ParseError,
+    format_messages,
+    parse_answers,
+    prompt_hash,
+)
+from llm_labeler.protocol import Labeler, LabelerError
+from llm_labeler.registry import make_labeler
+
+TEXTS = ["You kill the newt!", "It's a wall.", "q - a moonstone ring.", "Really attack? [yn]"]
+EXPECTED = [1, 0, 1, 0]
+
+FAST = {"max_retries": 1, "backoff_base_s": 0.01, "backoff_max_s": 0.02, "timeout_s": 2.0,
+        "breaker_failures": 100}
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer(hang_s=3.0) as srv:
+        yield srv
+
+
+@pytest.fixture
+def make(server: FakeOpenAIServer) -> Iterator:
+    made: list[OpenAILabeler] = []
+
+    def build(**options: object) -> OpenAILabeler:
+        labeler = OpenAILabeler(**{"base_url": server.url, **FAST, **options})
+        made.append(labeler)
+        return labeler
+
+    yield build
+    for labeler in made:
+        labeler.close()
+
+
+# -- happy path ------------------------------------------------------------------------------
+
+def test_labels_follow_the_server(server: FakeOpenAIServer, make) -> None:
+    labeler = make(model="fake-model", batch_size=3)
+    assert isinstance(labeler, Labeler)
+    labels = labeler.label(TEXTS)
+    assert [lab.label for lab in labels] == EXPECTED
+    assert [lab.text for lab in labels] == TEXTS
+    assert {(lab.backend, lab.model) for lab in labels} == {("openai", "fake-model")}
+    assert [lab.score for lab in labels] == [float(x) for x in EXPECTED]
+    assert server.requests == 2                          # batch_size 3: 3 + 1
+    body = server.bodies[0]
+    assert body["model"] == "fake-model" and body["temperature"] == 0.0
+    assert body["messages"][0]["role"] == "system" and "NetHack" in body["messages"][0]["content"]
+    stats = labeler.stats()
+    assert stats["errors"] == {} and stats["labelled"] == 4 and stats["replies"] == 2
+    assert 0 < stats["latency_p50_s"] <= stats["latency_p95_s"] < 2
+    assert labeler.label([]) == [] and server.requests == 2          # nothing to send
+
+
+def test_json_answers_and_duplicates(server: FakeOpenAIServer, make) -> None:
+    server.default = "json"
+    labeler = make(batch_size=10)
+    result = labeler.label_batch(TEXTS + TEXTS[:2])
+    assert result.ok and [lab.label for lab in result.labels] == EXPECTED + EXPECTED[:2]
+    assert server.seen_messages == [TEXTS]               # each distinct text sent once
+
+
+def test_registry_and_api_key(server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_KEY_ENV", "sk-test")
+    labeler = make_labeler("openai", base_url=server.url, api_key_env="FAKE_KEY_ENV")
+    try:
+        assert isinstance(labeler, OpenAILabeler)
+        labeler.label(["hello"])
+        assert server.headers[-1]["Authorization"] == "Bearer sk-test"
+        assert "sk-test" not in repr(labeler.config)
+    finally:
+        labeler.close()
+
+
+def test_prompt_hash_and_template(server: FakeOpenAIServer, make) -> None:
+    default = make()
+    template = "Judge these {n} NetHack messages:\n{messages}\nReply N: yes|no. {not a field}"
+    custom = make(user_template=template)
+    assert default.prompt_hash == prompt_hash(default.config.system_prompt, DEFAULT_USER_TEMPLATE)
+    assert custom.prompt_hash != default.prompt_hash and len(custom.prompt_hash) == 16
+    assert [lab.label for lab in custom.label(TEXTS)] == EXPECTED
+    user = server.bodies[-1]["messages"][1]["content"]
+    assert user.startswith("Judge these 4 NetHack messages:\n1. You kill the newt!")
+    assert "{not a field}" in user
+
+
+# -- fault cases: counted by kind, never raised from label_batch ------------------------------
+
+@pytest.mark.parametrize(("behaviour", "kind", "requests"), [
+    ("garbage", "parse", 1),
+    ("empty", "parse", 1),
+    ("malformed", "parse", 1),
+    ("refusal", "refusal", 1),
+    ("wrong_count", "wrong_count", 1),
+    ("http_400", "http_4xx", 1),          # not retried
+    ("http_500", "http_5xx", 2),          # retried once (max_retries=1)
+    ("http_429", "http_429", 2),
+])
+def test_fault_counted_by_kind(server: FakeOpenAIServer, make, behaviour: str, kind: str,
+                               requests: int) -> None:
+    server.default = behaviour
+    labeler = make()
+    result = labeler.label_batch(TEXTS)
+    assert result.labels == [] and result.failed == dict.fromkeys(TEXTS, kind)
+    stats = labeler.stats()
+    assert stats["errors"] == {kind: requests} and stats["failed"] == 4
+    assert server.requests == requests
+    if kind in ("parse", "refusal", "wrong_count"):
+        assert stats["parse_samples"][-1]["kind"] == kind
+    with pytest.raises(LabelerError) as info:              # the protocol call raises
+        labeler.label(TEXTS)
+    assert info.value.reason == kind
+
+
+def test_hang_is_a_bounded_timeout(server: FakeOpenAIServer, make) -> None:
+    server.default = "hang"
+    timeout, retries = 0.3, 2
+    labeler = make(timeout_s=timeout, max_retries=retries, backoff_base_s=0.05,
+                   backoff_max_s=0.05)
+    start = time.monotonic()
+    result = labeler.label_batch(TEXTS)
+    elapsed = time.monotonic() - start
+    assert result.failed == dict.fromkeys(TEXTS, "timeout")
+    assert labeler.stats()["errors"] == {"timeout": retries + 1}
+    assert timeout * (retries + 1) <= elapsed <= timeout * (retries + 1) + retries * 0.05 + 1.0
+
+
+def test_server_down_is_a_connection_error(server: FakeOpenAIServer, make) -> None:
+    labeler = make()
+    server.stop()
+    result = labeler.label_batch(TEXTS)
+    assert result.failed == dict.fromkeys(TEXTS, "connection")
+    assert labeler.stats()["errors"] == {"connection": 2}
+
+
+def test_partial_failure_keeps_the_good_labels(server: FakeOpenAIServer, make) -> None:
+    server.script("ok", "garbage")
+    labeler = make(batch_size=2, max_concurrency=1)      # one at a time: script order holds
+    result = labeler.label_batch(TEXTS)
+    assert [lab.text for lab in result.labels] == TEXTS[:2]
+    assert result.failed == dict.fromkeys(TEXTS[2:], "parse")
+
+
+def test_transient_500s_are_retried(server: FakeOpenAIServer, make) -> None:
+    server.script("http_500", "http_500")
+    labeler = make(max_retries=2)
+    labels = labeler.label(TEXTS)
+    assert [lab.label for lab in labels] == EXPECTED
+    stats = labeler.stats()
+    assert stats["errors"] == {"http_5xx": 2} and stats["retries"] == 2
+    assert server.requests == 3
+
+
+# -- circuit breaker -------------------------------------------------------------------------
+
+def test_breaker_opens_then_half_open_probe_recovers(server: FakeOpenAIServer, make) -> None:
+    labeler = make(breaker_failures=3, breaker_cooldown_s=0.4, max_retries=0)
+    server.stop()
+    for _ in range(3):
+        assert set(labeler.label_batch(TEXTS[:1]).failed.values()) == {"connection"}
+    assert labeler.breaker.state == "open"
+    requests = labeler.stats()["requests"]
+    start = time.monotonic()
+    result = labeler.label_batch(TEXTS)                  # fails fast, nothing sent
+    assert time.monotonic() - start < 0.5
+    assert result.failed == dict.fromkeys(TEXTS, "breaker_open")
+    assert labeler.stats()["requests"] == requests
+    with pytest.raises(LabelerError) as info:
+        labeler.label(TEXTS)
+    assert info.value.reason == "breaker_open"
+
+    time.sleep(0.45)                                     # cool-down over, server still down
+    assert labeler.breaker.state == "half_open"
+    assert set(labeler.label_batch(TEXTS[:1]).failed.values()) == {"connection"}  # probe
+    assert labeler.breaker.state == "open"
+
+    server.start()                                       # back on the same port
+    time.sleep(0.45)
+    assert [lab.label for lab in labeler.label(TEXTS[:1])] == EXPECTED[:1]  # the probe
+    assert labeler.breaker.state == "closed"
+    assert [lab.label for lab in labeler.label(TEXTS)] == EXPECTED
+    assert labeler.stats()["breaker"]["opens"] == 1
+
+
+def test_breaker_unit() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(2, cooldown_s=10.0, clock=lambda: now[0])
+    assert breaker.allow()
+    breaker.record_failure()
+    breaker.record_success()                             # resets the consecutive count
+    breaker.record_failure()
+    assert breaker.state == "closed"
+    breaker.record_failure()
+    assert breaker.state == "open" and not breaker.allow()
+    now[0] = 10.0
+    assert breaker.state == "half_open"
+    assert breaker.allow() and not breaker.allow()       # exactly one probe
+    breaker.record_failure()
+    assert breaker.state == "open" and not breaker.allow()
+    now[0] = 20.0
+    assert breaker.allow()
+    breaker.record_success()
+    assert breaker.state == "closed" and breaker.allow() and breaker.allow()
+    assert breaker.stats() == {"state": "closed", "opens": 1, "consecutive_failures": 0}
+
+
+# -- concurrency, odd texts, config ----------------------------------------------------------
+
+def test_requests_run_concurrently(server: FakeOpenAIServer, make) -> None:
+    server.default = "slow"
+    server.slow_s = 0.3
+    labeler = make(batch_size=1, max_concurrency=4)
+    start = time.monotonic()
+    texts = [f"message {i} - kill" for i in range(8)]
+    result = labeler.label_batch(texts)
+    elapsed = time.monotonic() - start
+    assert result.ok and server.requests == 8
+    assert server.max_concurrency == 4 and labeler.stats()["max_in_flight"] == 4
+    assert 0.55 < elapsed < 2.0                          # 2 waves, not 8 waves of 0.3 s
+
+
+def test_huge_multiline_and_non_utf8_texts(server: FakeOpenAIServer, make) -> None:
+    huge = "You kill the newt! " * 50_000
+    bad = b"a - \xff\xfe blessed ring"
+    multiline = "You see here\na scroll.\r\nIt reads: yes"
+    labeler = make(max_prompt_chars=100)
+    result = labeler.label_batch([huge, bad, multiline])
+    assert result.ok
+    by_text = {lab.text: lab.label for lab in result.labels}
+    assert by_text == {huge: 1, "a - \ufffd\ufffd blessed ring": 1, multiline: 0}
+    sent = server.seen_messages[0]
+    assert len(sent) == 3 and len(sent[0]) == 100 and sent[0].endswith("…")
+    assert sent[2] == "You see here a scroll. It reads: yes"
+    stats = labeler.stats()
+    assert stats["truncated"] == 1 and stats["decode_errors"] == 1
+
+    server.default = "garbage"
+    failed = labeler.label_batch([bad]).failed
+    assert failed == {bad: "parse"}                      # keyed by the caller's input
+
+
+def test_format_messages() -> None:
+    assert format_messages(["a", "", "b\tc\x00d"], 10) == "1. a\n2. (empty message)\n3. b c d"
+    assert format_messages(["x" * 20], 5) == "1. xxxx…"
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError) as info:
+        OpenAILabeler(base_url="ftp://x", batch_size=0, timeout_s=0, user_template="no slot")
+    message = str(info.value)
+    for part in ("base_url", "batch_size", "timeout_s", "{messages}"):
+        assert part in message
+    with pytest.raises(TypeError):
+        OpenAILabeler(no_such_option=1)
+    cfg = OpenAILabelerConfig(model="m")
+    labeler = OpenAILabeler(cfg, batch_size=7)
+    assert labeler.config.batch_size == 7 and labeler.model == "m"
+    labeler.close()
+
+
+# -- reply parsing ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("n", "reply", "expected"), [
+    (3, "1: yes\n2: no\n3: yes", [1, 0, 1]),
+    (2, "1. Yes\n2. No", [1, 0]),
+    (2, "1) TRUE\n2) false", [1, 0]),
+    (2, "**1.** yes\n**2.** no", [1, 0]),
+    (2, "Message 1: no\nMessage 2: yes", [0, 1]),
+    (2, "[1] yes\n[2] no", [1, 0]),
+    (2, "1 - yes\n2 - no", [1, 0]),
+    (2, "1: y\n2: n", [1, 0]),
+    (2, "1: 1\n2: 0", [1, 0]),
+    (2, "0: yes\n1: no", [1, 0]),                                    # numbered from 0
+    (2, "2: no\n1: yes", [1, 0]),                                    # any order
+    (2, "Sure! Here you go:\n1: yes - a kill is progress\n2: no (a prompt)\nHope it helps!",
+     [1, 0]),
+    (2, "1. You kill the newt! -> yes\n2. It's a wall. -> no", [1, 0]),
+    (2, "1. n - a wand of digging: yes\n2. Yes, master? -> no", [1, 0]),
+    (2, "1: yes\n1: yes\n2: no", [1, 0]),                            # repeated, consistent
+    (2, '["yes", "no"]', [1, 0]),
+    (3, "[1, 0, 1]", [1, 0, 1]),
+    (2, "[true, false]", [1, 0]),
+    (2, 'Answers:\n```json\n["no", "yes"]\n```\nDone.', [0, 1]),
+    (2, "```\n1: no\n2: yes\n```", [0, 1]),
+    (2, '{"1": "yes", "2": "no"}', [1, 0]),
+    (2, '{"answers": ["no", "no"]}', [0, 0]),
+    (2, '[{"id": 1, "answer": "yes"}, {"id": 2, "answer": "no"}]', [1, 0]),
+    (2, '[{"1": "yes"}, {"2": "No."}]', [1, 0]),
+    (3, "yes\nno\nyes", [1, 0, 1]),
+    (3, "- Yes\n- No, it is a prompt.\n- yes", [1, 0, 1]),
+    (3, "yes, no, yes", [1, 0, 1]),
+    (3, "1 0 1", [1, 0, 1]),
+    (1, "Yes.", [1]),
+    (1, "No, this is just a prompt.", [0]),
+    (1, "  YES  ", [1]),
+])
+def test_parse_answers(n: int, reply: str, expected: list[int]) -> None:
+    assert parse_answers(reply, n) == expected
+
+
+@pytest.mark.parametrize(("n", "reply", "kind"), [
+    (2, "", "parse"),
+    (2, None, "parse"),
+    (2, "  \n ", "parse"),
+    (2, "Lorem ipsum dolor sit amet.", "parse"),
+    (2, "I'm sorry, but I can't help with that.", "refusal"),
+    (2, "As an AI language model, I cannot judge video games.", "refusal"),
+    (1, "I am unable to determine that.", "refusal"),
+    (3, "1: yes\n2: no", "wrong_count"),
+    (2, "1: yes\n2: no\n3: yes", "wrong_count"),
+    (2, "1: yes\n3: no", "wrong_count"),
+    (2, '["yes"]', "wrong_count"),
+    (2, '{"1": "yes", "3": "no"}', "wrong_count"),
+    (2, '["yes", "maybe"]', "parse"),
+    (2, "[1, 2]", "parse"),
+    (2, "1: yes\n1: no\n2: no", "parse"),                           # contradiction
+    (2, "yes\nno\nyes", "wrong_count"),
+    (2, "yes, no, yes", "wrong_count"),
+])
+def test_parse_failures(n: int, reply: str | None, kind: str) -> None:
+    with pytest.raises(ParseError) as info:
+        parse_answers(reply, n)
+    assert info.value.kind == kind
+    assert info.value.sample == (reply or "").strip()[:200]
+
+
+def test_fake_server_rule() -> None:
+    assert [rule(t) for t in TEXTS] == ["yes", "no", "yes", "no"]
