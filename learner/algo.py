@@ -133,13 +133,17 @@ class Learner:
             group["lr"] = self.cfg.lr * max(fraction, 0.0)
 
     # -- rewards ---------------------------------------------------------------------------
-    def streams(self, batch: Batch) -> tuple[list[Stream], dict[str, float]]:
-        """Every reward stream of ``batch``, bonuses included (computed, not yet trained)."""
+    def streams(self, batch: Batch, observe: bool = True
+                ) -> tuple[list[Stream], dict[str, float]]:
+        """Every reward stream of ``batch``, bonuses included (computed, not yet trained).
+
+        ``observe=False`` leaves reward normalisers untouched.
+        """
         cfg = self.cfg
         extrinsic = batch.rewards
         if cfg.reward_clip is not None:
             extrinsic = extrinsic.clamp(-cfg.reward_clip, cfg.reward_clip)
-        bonus_rewards, metrics = self.bonuses.rewards(batch)
+        bonus_rewards, metrics = self.bonuses.rewards(batch, observe)
         main = cfg.ext_coef * extrinsic
         extra: list[Stream] = []
         never = torch.zeros_like(batch.terminated)
@@ -156,10 +160,11 @@ class Learner:
     def advantages(self, batch: Batch) -> torch.Tensor:
         """The combined advantages (T, B) the policy loss would see for ``batch`` right now.
 
-        For inspection and tests; ``train`` computes the same quantity per minibatch.
+        For inspection and tests (changes no state); ``train`` computes the same quantity per
+        minibatch.
         """
         batch = batch.to(self.device)
-        streams, _ = self.streams(batch)
+        streams, _ = self.streams(batch, observe=False)
         with torch.no_grad():
             logits, values, _ = self.model.forward_all(batch.obs, batch.core_state,
                                                        batch.episode_start)

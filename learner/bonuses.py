@@ -48,8 +48,13 @@ class ReturnNormalizer:
         return (self.m2 / self.count) ** 0.5 if self.count > 1 else 1.0
 
     def __call__(self, rewards: torch.Tensor, mask: torch.Tensor,
-                 env_ids: torch.Tensor) -> torch.Tensor:
-        """Normalise ``rewards`` (T, B); ``mask`` marks real transitions."""
+                 env_ids: torch.Tensor, observe: bool = True) -> torch.Tensor:
+        """Normalise ``rewards`` (T, B); ``mask`` marks real transitions.
+
+        With ``observe=False`` the current statistics are used and nothing is updated.
+        """
+        if not observe:
+            return rewards / (self.std + self.eps)
         ids = env_ids.tolist()
         ret = torch.tensor([self.filters.get(i, 0.0) for i in ids], dtype=torch.float64)  # (B,)
         cpu_rewards = rewards.detach().cpu().double()
@@ -88,12 +93,16 @@ class BonusSet:
     def __len__(self) -> int:
         return len(self.bonuses)
 
-    def rewards(self, batch: TransitionBatch) -> tuple[list[torch.Tensor], dict[str, float]]:
-        """One (T, B) reward per bonus, 0 on masked steps, normalised where configured."""
+    def rewards(self, batch: TransitionBatch, observe: bool = True
+                ) -> tuple[list[torch.Tensor], dict[str, float]]:
+        """One (T, B) reward per bonus, 0 on masked steps, normalised where configured.
+
+        ``observe=False`` leaves the normalisers' statistics untouched (for inspection).
+        """
         out, metrics = [], {}
         for label, bonus, norm in zip(self.labels, self.bonuses, self.normalizers, strict=True):
             raw = bonus.compute(batch).to(batch.mask.device) * batch.mask  # (T, B)
-            reward = norm(raw, batch.mask, batch.env_ids) if norm is not None else raw
+            reward = norm(raw, batch.mask, batch.env_ids, observe) if norm is not None else raw
             denom = float(batch.mask.sum().clamp(min=1))
             metrics[f"intrinsic/{label}/raw_mean"] = float(raw.sum()) / denom
             metrics[f"intrinsic/{label}/raw_max"] = float(raw.max())

@@ -140,3 +140,13 @@ def test_every_registered_bonus_trains_inside_the_learner(name: str) -> None:
     assert np.isfinite(metrics["losses/policy"]) and np.isfinite(metrics["losses/value"])
     assert np.isfinite(metrics[f"intrinsic/0_{name}/raw_mean"])
     assert learner.bonuses.state_dict()["bonuses"][0]  # saved with checkpoints
+
+
+def test_inspecting_advantages_changes_no_state() -> None:
+    batch = _minigrid_batch()
+    learner = _learner("intrinsic=[{name: counts, coef: 0.5}]")  # normalised by return std
+    learner.train(batch)
+    before = learner.bonuses.state_dict()["normalizers"][0]
+    first = learner.advantages(batch)
+    torch.testing.assert_close(learner.advantages(batch), first)
+    assert learner.bonuses.state_dict()["normalizers"][0] == before
