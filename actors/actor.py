@@ -22,7 +22,7 @@ from actors.rollout import RolloutRing, RolloutStorage
 from actors.texts import TextCapture, make_text_source
 from explorer.specs import EnvSpec, weights_schema
 from explorer.wire import KIND_ROLLOUT, DropCounter, Message, WireError, decode, encode
-from learner.models import make_actor_critic
+from learner.models import make_actor_critic, obs_to_torch
 
 __all__ = ["Actor", "ActorArgs", "ActorStopped", "actor_main"]
 
@@ -151,7 +151,7 @@ class Actor:
     @torch.inference_mode()
     def _policy(self, obs: dict[str, np.ndarray], core: torch.Tensor, start: np.ndarray
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        tobs = {k: torch.from_numpy(v).unsqueeze(0) for k, v in obs.items()}  # (1, B, ...)
+        tobs = {k: v.unsqueeze(0) for k, v in obs_to_torch(obs, "cpu").items()}  # (1, B, ...)
         logits, values, core = self.model(tobs, core, torch.from_numpy(start).unsqueeze(0))
         return logits[0], values[0], core  # (B, A), (B,), (B, H)
 
@@ -204,7 +204,7 @@ class Actor:
                     self.ep_return[ended] = 0.0
                     self.ep_length[ended] = 0
                 # the step after an auto-reset step starts a new episode
-                episode_start = prev_done.copy()
+                episode_start = prev_done  # rebound below, never mutated
                 prev_done = ended
                 obs = result.obs
             for k, v in obs.items():

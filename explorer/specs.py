@@ -26,17 +26,6 @@ class EnvSpec:
     obs_spec: ObsSpec
     num_actions: int
 
-    def to_dict(self) -> dict:
-        return {
-            "obs_spec": {k: [list(shape), dtype] for k, (shape, dtype) in self.obs_spec.items()},
-            "num_actions": self.num_actions,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping) -> EnvSpec:
-        obs = {k: (tuple(shape), str(dtype)) for k, (shape, dtype) in data["obs_spec"].items()}
-        return cls(obs_spec=obs, num_actions=int(data["num_actions"]))
-
 
 def rollout_schema(
     spec: EnvSpec, rollout_len: int, num_envs: int, core_size: int, max_bytes: int,
