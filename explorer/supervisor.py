@@ -8,6 +8,7 @@ every process finishes its current step, the learner writes a checkpoint, all ex
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import queue
 import shutil
@@ -25,6 +26,7 @@ from explorer.progress import ProgressReporter
 from explorer.specs import EnvSpec
 from learner.checkpoint import latest_checkpoint
 from learner.worker import LearnerArgs, learner_main
+from llm_labeler.service import ServiceArgs, labeler_main
 
 __all__ = ["RunResult", "Supervisor"]
 
@@ -49,9 +51,14 @@ def _start_ignoring_sigint(process: Any) -> None:
         signal.signal(signal.SIGINT, previous)
 
 
+class _LabelerStartError(RuntimeError):
+    """The labeler process did not come up (bad backend options, import error, ...)."""
+
+
 @dataclass
 class RunResult:
-    """How a run ended: ``done``, ``stopped`` (Ctrl-C) or ``learner_failed``."""
+    """How a run ended: ``done``, ``stopped`` (Ctrl-C), ``learner_failed`` or
+    ``labeler_failed`` (the labeler could not start)."""
 
     reason: str
     run_dir: Path
@@ -62,7 +69,7 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.reason == "learner_failed" else 0
+        return 1 if self.reason in ("learner_failed", "labeler_failed") else 0
 
 
 @dataclass
@@ -73,6 +80,16 @@ class _ActorSlot:
     restarts: int = 0
     restart_at: float | None = None
     started_at: float = 0.0
+
+
+@dataclass
+class _LabelerSlot:
+    process: Any = None
+    restarts: int = 0
+    restart_at: float | None = None
+    texts: str = ""
+    updates: str = ""
+    error: str = ""
 
 
 class Supervisor:
@@ -101,6 +118,8 @@ class Supervisor:
         self.heartbeats = self.ctx.Array("d", cfg.actors.num_procs, lock=False)
         self.learner: Any = None
         self.actors = [_ActorSlot(i) for i in range(cfg.actors.num_procs)]
+        self.labeler = _LabelerSlot()
+        self.actor_cfg = cfg
         self.addresses: dict[str, str] = {}
         self.last_status: dict[str, Any] = {}
         self.events: list[str] = []
@@ -125,6 +144,81 @@ class Supervisor:
         env_seed, torch_seed = seq.generate_state(2)
         return int(env_seed % (1 << 31)), int(torch_seed)
 
+    # -- labeler ---------------------------------------------------------------------------
+    @property
+    def _labeler_wanted(self) -> bool:
+        lab = self.cfg.llm_labeler
+        return bool(lab.labeler) and self.cfg.text.source is not None
+
+    def _start_labeler(self) -> None:
+        lab = self.cfg.llm_labeler
+        slot = self.labeler
+        store = lab.store_path or str(self.run_dir / "labels.sqlite")
+        args = ServiceArgs(cfg=lab, store_path=store,
+                           texts_address=slot.texts or lab.texts_address,
+                           updates_address=slot.updates or lab.updates_address,
+                           stop_event=self.stop_event, status_queue=self.status_queue,
+                           seed=self.cfg.seed)
+        slot.process = self.ctx.Process(target=labeler_main, args=(args,), name="labeler")
+        _start_ignoring_sigint(slot.process)
+        slot.restart_at = None
+
+    def _wait_labeler_ready(self) -> bool:
+        """First start: wait for the labeler's addresses (it binds, actors connect)."""
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while time.monotonic() < deadline and not self._interrupted:
+            try:
+                kind, payload = self.status_queue.get(timeout=_TICK_S)
+            except queue.Empty:
+                if not self.labeler.process.is_alive():
+                    self.labeler.error = self.labeler.error or (
+                        f"exit code {self.labeler.process.exitcode}")
+                    return False
+                continue
+            if kind == "labeler_failed":
+                self.labeler.error = payload["error"]
+            elif kind == "labeler_ready":
+                self.labeler.texts, self.labeler.updates = payload["texts"], payload["updates"]
+                self._event(f"started labeler (pid {self.labeler.process.pid}; "
+                            f"{payload['labels']} labels and {payload['seen']} texts in its "
+                            f"store, {payload['queued']} queued)")
+                return True
+        self.labeler.error = self.labeler.error or "no ready report in time"
+        return False
+
+    def _connect_labeler(self) -> None:
+        """Start (or find) the labeler and point actors at it."""
+        lab = self.cfg.llm_labeler
+        if lab.external:
+            self.labeler.texts, self.labeler.updates = lab.texts_address, lab.updates_address
+        else:
+            self._start_labeler()
+            if not self._wait_labeler_ready():
+                raise _LabelerStartError(self.labeler.error)
+        text = dataclasses.replace(self.cfg.text, labeler_address=self.labeler.texts)
+        self.actor_cfg = dataclasses.replace(self.cfg, text=text)
+
+    def _watch_labeler(self, now: float) -> None:
+        """Restart a dead labeler with back-off; its store makes the restart lossless."""
+        slot = self.labeler
+        if slot.process is None:
+            return
+        if slot.restart_at is not None:
+            if now >= slot.restart_at:
+                self._start_labeler()
+                self._event(f"restarted labeler (restart {slot.restarts}, "
+                            f"pid {slot.process.pid})")
+            return
+        if slot.process.exitcode is None or slot.restarts >= self.cfg.llm_labeler.max_restarts:
+            return
+        slot.restarts += 1
+        delay = self.cfg.actors.restart_backoff_s * 2 ** min(slot.restarts - 1, 6)
+        slot.restart_at = now + delay
+        self._event(f"labeler (pid {slot.process.pid}) died with exit code "
+                    f"{slot.process.exitcode}; restarting in {delay:.1f}s (actors and learner "
+                    "keep running on the last reward table)")
+        self._log_restarts()
+
     def _start_learner(self) -> None:
         rollout_addr, weights_addr = self._bind_addresses()
         args = LearnerArgs(
@@ -132,6 +226,7 @@ class Supervisor:
             rollout_address=rollout_addr, weights_address=weights_addr,
             stop_event=self.stop_event, status_queue=self.status_queue,
             resume_path=str(self.resume_path) if self.resume_path else None,
+            labeler_address=self.labeler.updates or None,
         )
         self.learner = self.ctx.Process(target=learner_main, args=(args,), name="learner")
         _start_ignoring_sigint(self.learner)
@@ -154,7 +249,7 @@ class Supervisor:
     def _start_actor(self, slot: _ActorSlot) -> None:
         env_seed, torch_seed = self._seeds(slot.actor_id, slot.incarnation)
         args = ActorArgs(
-            actor_id=slot.actor_id, cfg=self.cfg, env_spec=self.env_spec,
+            actor_id=slot.actor_id, cfg=self.actor_cfg, env_spec=self.env_spec,
             rollout_address=self.addresses["rollout"],
             weights_address=self.addresses["weights"],
             env_seed=env_seed, torch_seed=torch_seed, stop_event=self.stop_event,
@@ -221,6 +316,8 @@ class Supervisor:
         total = sum(s.restarts for s in self.actors)
         step = int(self.last_status.get("env_steps", 0))
         self._writer.add_scalar("perf/actor_restarts", total, step)
+        if self.labeler.process is not None:
+            self._writer.add_scalar("perf/labeler_restarts", self.labeler.restarts, step)
         self._writer.flush()
 
     def _drain_status(self) -> tuple[str, dict] | None:
@@ -233,6 +330,8 @@ class Supervisor:
             if kind == "status":
                 self.last_status = payload
                 self.reporter.update(payload)
+            elif kind == "labeler_failed":
+                self._event(f"labeler failed to start: {payload['error']}")
             elif kind in ("done", "stopped"):
                 return kind, payload
 
@@ -252,13 +351,15 @@ class Supervisor:
                 proc.terminate()
 
     def _started(self) -> list[Any]:
-        return [p for p in [self.learner, *(s.process for s in self.actors)]
+        return [p for p in [self.learner, self.labeler.process,
+                            *(s.process for s in self.actors)]
                 if p is not None and p.pid is not None]
 
     def _shutdown(self, learner_timeout: float) -> None:
         self.stop_event.set()
         for proc in self._started():
-            proc.join(learner_timeout if proc is self.learner else _ACTOR_EXIT_TIMEOUT_S)
+            proc.join(learner_timeout if proc in (self.learner, self.labeler.process)
+                      else _ACTOR_EXIT_TIMEOUT_S)
         self._terminate_all()
         for proc in self._started():
             proc.join(1.0)
@@ -272,6 +373,13 @@ class Supervisor:
         previous = signal.signal(signal.SIGINT, self._on_sigint)
         terminal: tuple[str, dict] | None = None
         try:
+            if self._labeler_wanted:
+                try:
+                    self._connect_labeler()
+                except _LabelerStartError as err:
+                    self._event(f"labeler could not start: {err}")
+                    return RunResult(reason="labeler_failed", run_dir=self.run_dir,
+                                     checkpoint=None, last_status={"error": str(err)})
             self._start_learner()
             if not self._wait_ready():
                 return self._learner_failed()
@@ -291,6 +399,7 @@ class Supervisor:
                     break
                 if not self.stop_event.is_set():
                     self._watch_actors(time.monotonic())
+                    self._watch_labeler(time.monotonic())
                 time.sleep(_TICK_S)
             reason, payload = terminal
             return RunResult(reason=reason, run_dir=self.run_dir,

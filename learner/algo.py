@@ -30,6 +30,7 @@ from learner.losses import (
     vtrace,
 )
 from learner.models import make_actor_critic
+from learner.text_rewards import OniTextReward
 from learner.value_norm import ValueNormalizer
 
 __all__ = ["AppoTargets", "Learner", "PpoTargets", "Stream", "resolve_device"]
@@ -123,6 +124,9 @@ class Learner:
             if self.cfg.algo == "appo" else PpoTargets(self.cfg.gae_lambda)
         )
         self.bonuses = BonusSet(cfg.intrinsic, env_spec, cfg.seed, device)
+        labeler = cfg.llm_labeler
+        self.text_reward = (OniTextReward(labeler.coef, labeler.beta)
+                            if labeler.labeler and cfg.text.source else None)
         self.value_norm = ValueNormalizer(self.model) if self.cfg.normalize_values else None
         self.policy_version = 0
         self.updates = 0
@@ -145,6 +149,12 @@ class Learner:
             extrinsic = extrinsic.clamp(-cfg.reward_clip, cfg.reward_clip)
         bonus_rewards, metrics = self.bonuses.rewards(batch, observe)
         main = cfg.ext_coef * extrinsic
+        if self.text_reward is not None and batch.text_hash is not None:
+            text_reward, text_metrics = self.text_reward.rewards(
+                batch.text_hash, batch.text_count, batch.mask, batch.ended, batch.env_ids,
+                observe)
+            main = main + text_reward
+            metrics.update(text_metrics)
         extra: list[Stream] = []
         never = torch.zeros_like(batch.terminated)
         for bonus_cfg, reward in zip(self.bonuses.configs, bonus_rewards, strict=True):
@@ -275,6 +285,7 @@ class Learner:
             "updates": self.updates,
             "value_norm": self.value_norm.state_dict() if self.value_norm else None,
             "bonuses": self.bonuses.state_dict(),
+            "text_reward": self.text_reward.state_dict() if self.text_reward else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -285,3 +296,5 @@ class Learner:
         if self.value_norm is not None and state.get("value_norm"):
             self.value_norm.load_state_dict(state["value_norm"])
         self.bonuses.load_state_dict(state["bonuses"])
+        if self.text_reward is not None and state.get("text_reward"):
+            self.text_reward.load_state_dict(state["text_reward"])

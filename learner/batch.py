@@ -32,6 +32,8 @@ class Batch:
     episode_start: torch.Tensor  # (T+1, B) bool, incl. the bootstrap observation
     core_state: torch.Tensor  # (B, H)
     env_ids: torch.Tensor  # (B,) int64: actor_id * envs_per_actor + env index, stable
+    text_hash: torch.Tensor | None = None  # (T, B) int64 id of the text seen after step t
+    text_count: torch.Tensor | None = None  # (T, B) int32: its count so far in the episode
 
     @property
     def num_steps(self) -> int:
@@ -46,6 +48,8 @@ class Batch:
             terminated=self.terminated[:, index], ended=self.ended[:, index],
             mask=self.mask[:, index], episode_start=self.episode_start[:, index],
             core_state=self.core_state[index], env_ids=self.env_ids[index],
+            text_hash=None if self.text_hash is None else self.text_hash[:, index],
+            text_count=None if self.text_count is None else self.text_count[:, index],
         )
 
     def to(self, device: torch.device) -> Batch:
@@ -53,7 +57,8 @@ class Batch:
             return self
         fields = {k: getattr(self, k) for k in self.__dataclass_fields__}
         moved = {k: ({n: t.to(device, non_blocking=True) for n, t in v.items()}
-                     if isinstance(v, dict) else v.to(device, non_blocking=True))
+                     if isinstance(v, dict) else
+                     None if v is None else v.to(device, non_blocking=True))
                  for k, v in fields.items()}
         return Batch(**moved)
 
@@ -74,6 +79,7 @@ def stack_rollouts(messages: Sequence[Message], reward_clip: float | None) -> Ba
     start = _cat(messages, "episode_start")
     # obs[T] starts an episode when step T-1 was an auto-reset step
     start_full = np.concatenate([start, ~valid[-1:]], axis=0)  # (T+1, B)
+    texts = "text_hash" in messages[0].arrays
     return Batch(
         obs={k[4:]: torch.from_numpy(_cat(messages, k)) for k in obs_keys},
         actions=torch.from_numpy(_cat(messages, "actions")),
@@ -88,4 +94,6 @@ def stack_rollouts(messages: Sequence[Message], reward_clip: float | None) -> Ba
         env_ids=torch.from_numpy(np.concatenate([
             m.actor_id * m.arrays["valid"].shape[1] + np.arange(m.arrays["valid"].shape[1])
             for m in messages])),
+        text_hash=torch.from_numpy(_cat(messages, "text_hash")) if texts else None,
+        text_count=torch.from_numpy(_cat(messages, "text_count")) if texts else None,
     )

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import zmq
 
-from explorer.specs import EnvSpec, rollout_schema
+from explorer.specs import EnvSpec, EpisodeStatsSpec, rollout_schema, unpack_episode_stats
 from explorer.wire import KIND_WEIGHTS, DropCounter, Message, WireError, decode, encode
 from learner.algo import Learner, resolve_device
 from learner.batch import stack_rollouts
@@ -29,6 +29,7 @@ from learner.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from llm_labeler.updates import decode_table, table_schema
 
 __all__ = ["LearnerArgs", "LearnerWorker", "learner_main"]
 
@@ -50,6 +51,8 @@ class LearnerArgs:
     stop_event: Any
     status_queue: Any
     resume_path: str | None = None
+    #: Where the labeler publishes reward tables (None: no labeler).
+    labeler_address: str | None = None
 
 
 def _bind(sock: zmq.Socket, address: str) -> str:
@@ -60,6 +63,88 @@ def _bind(sock: zmq.Socket, address: str) -> str:
         return f"tcp://{host}:{port}"
     sock.bind(address)
     return address
+
+
+class EpisodeStatsLog:
+    """What the learner logs of an env's extra per-episode stats (``EnvSpec.episode_stats``).
+
+    Numeric stats: mean over the last ``window`` episodes, like ``episode/return``, tagged
+    ``<prefix>/<name>``. Labels: all-time episode counts per value, as ``<prefix>/<label>/<value>``
+    scalars for the ``TOP`` most frequent values and a text table ``<prefix>/<label>`` of all.
+    At most ``MAX_VALUES`` distinct values are kept per label (later ones count as "other"), so
+    a flood of new labels cannot grow the learner's memory.
+    """
+
+    TOP = 8
+    MAX_VALUES = 1000
+
+    def __init__(self, spec: EpisodeStatsSpec, window: int) -> None:
+        self.spec = spec
+        self.values: collections.deque[np.ndarray] = collections.deque(maxlen=window)  # (S,)
+        self.counts: dict[str, collections.Counter[str]] = {
+            name: collections.Counter() for name in spec.labels}
+        self.changed: set[str] = set()
+
+    def check(self, arrays: dict[str, np.ndarray]) -> None:
+        """Raises ``WireError`` (``bad_episode_stats``) if a rollout's episode stats are bad."""
+        unpack_episode_stats(arrays, self.spec)
+
+    def add(self, arrays: dict[str, np.ndarray]) -> int:
+        """Records a rollout's episodes; returns how many.
+
+        Raises:
+            WireError: ``bad_episode_stats`` (see ``explorer.specs.unpack_episode_stats``).
+        """
+        values, labels = unpack_episode_stats(arrays, self.spec)
+        self.values.extend(values)
+        for episode in labels:
+            for name, value in zip(self.spec.labels, episode, strict=True):
+                if not value:
+                    continue
+                counts = self.counts[name]
+                full = value not in counts and len(counts) >= self.MAX_VALUES
+                counts["other" if full else value] += 1
+                self.changed.add(name)
+        return len(values)
+
+    def means(self) -> dict[str, float]:
+        """Name -> mean over the window (empty before the first episode)."""
+        if not self.values:
+            return {}
+        means = np.mean(np.stack(self.values), axis=0)  # (S,)
+        return {name: float(m) for name, m in zip(self.spec.values, means, strict=True)}
+
+    def scalars(self) -> dict[str, float]:
+        """TensorBoard tag -> value."""
+        prefix = self.spec.prefix
+        out = {f"{prefix}/{name}": m for name, m in self.means().items()}
+        for name, counts in self.counts.items():
+            out.update({f"{prefix}/{name}/{value}": float(n)
+                        for value, n in counts.most_common(self.TOP)})
+        return out
+
+    def texts(self) -> dict[str, str]:
+        """Tag -> markdown table of the labels whose counts changed since the last call."""
+        out = {}
+        for name in sorted(self.changed):
+            counts = self.counts[name]
+            total = sum(counts.values())
+            rows = [f"| {value} | {n} | {n / total:.1%} |" for value, n in counts.most_common()]
+            out[f"{self.spec.prefix}/{name}"] = "\n".join(
+                [f"| {name} | episodes | share |", "|---|---:|---:|", *rows])
+        self.changed.clear()
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"values": [v.tolist() for v in self.values],
+                "counts": {name: dict(c) for name, c in self.counts.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.values.extend(np.asarray(v, dtype=np.float32) for v in state["values"])
+        for name, counts in state["counts"].items():
+            if name in self.counts:
+                self.counts[name].update(counts)
+                self.changed.add(name)
 
 
 class LearnerWorker:
@@ -83,6 +168,9 @@ class LearnerWorker:
         self.episodes = 0
         self.returns: collections.deque[float] = collections.deque(maxlen=_RETURN_WINDOW)
         self.lengths: collections.deque[int] = collections.deque(maxlen=_RETURN_WINDOW)
+        stats_spec = args.env_spec.episode_stats
+        self.episode_stats = (None if stats_spec is None
+                              else EpisodeStatsLog(stats_spec, _RETURN_WINDOW))
         if args.resume_path:
             self._restore(Path(args.resume_path))
 
@@ -106,6 +194,10 @@ class LearnerWorker:
         self.fps_window: collections.deque[tuple[float, int]] = collections.deque(maxlen=64)
         self.last_publish = 0.0
         self.received = 0
+        self.labeler_sub = self._connect_labeler(ctx, args.labeler_address)
+        self.labeler_drops = DropCounter()
+        self.labeler_meta: dict[str, float] = {}
+        self.table_schema = table_schema()
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -117,6 +209,8 @@ class LearnerWorker:
             "lengths": list(self.lengths),
             "rng": capture_rng_state(),
             "drops": dict(self.drops),
+            "episode_stats": (None if self.episode_stats is None
+                              else self.episode_stats.state_dict()),
         }
 
     def _restore(self, path: Path) -> None:
@@ -127,12 +221,44 @@ class LearnerWorker:
         self.returns.extend(state["returns"])
         self.lengths.extend(state["lengths"])
         self.drops.update(state["drops"])
+        if self.episode_stats is not None and state.get("episode_stats"):
+            self.episode_stats.load_state_dict(state["episode_stats"])
         restore_rng_state(state["rng"])
 
     def checkpoint(self) -> Path:
         return save_checkpoint(self.run_dir / "checkpoints", self.env_steps, self.state_dict())
 
     # -- sockets ---------------------------------------------------------------------------
+    @staticmethod
+    def _connect_labeler(ctx: zmq.Context, address: str | None) -> zmq.Socket | None:
+        if address is None:
+            return None
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.RCVHWM, 4)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(address)
+        return sub
+
+    def poll_labeler(self) -> None:
+        """Install the newest reward table the labeler published (never waits)."""
+        if self.labeler_sub is None or self.learner.text_reward is None:
+            return
+        newest = None
+        while self.labeler_sub.poll(0):
+            newest = self.labeler_sub.recv_multipart(copy=False)
+        if newest is None:
+            return
+        try:
+            msg = decode_table(newest, self.table_schema)
+        except WireError as err:
+            self.labeler_drops.record(err)
+            return
+        self.learner.text_reward.table.replace(msg.arrays["ids"], msg.arrays["rewards"],
+                                               msg.policy_version)
+        self.labeler_meta = {k: float(v) for k, v in msg.meta.items()
+                             if isinstance(v, (int, float))}
+
     def publish(self) -> None:
         """Broadcast a snapshot of the weights (copied, so training can't tear a send)."""
         arrays = {k: v.detach().to("cpu", copy=True).numpy()
@@ -151,6 +277,8 @@ class LearnerWorker:
             self.received += 1
             try:
                 msg = decode(frames, self.schema)
+                if self.episode_stats is not None:
+                    self.episode_stats.check(msg.arrays)
             except WireError as err:
                 self.drops.record(err)
                 continue
@@ -166,6 +294,8 @@ class LearnerWorker:
             self.returns.extend(msg.arrays["ep_returns"].tolist())
             self.lengths.extend(msg.arrays["ep_lengths"].tolist())
             self.episodes += len(msg.arrays["ep_returns"])
+            if self.episode_stats is not None:
+                self.episode_stats.add(msg.arrays)
         batch = stack_rollouts(messages, self.cfg.learner.reward_clip)
         if self.cfg.learner.anneal_lr:
             self.learner.set_lr_fraction(1.0 - self.env_steps / self.cfg.total_env_steps)
@@ -196,6 +326,7 @@ class LearnerWorker:
             "received": self.received,
             "updates": self.learner.updates,
             "actors_seen": sorted(self.actor_meta),
+            "episode_stats": {} if self.episode_stats is None else self.episode_stats.means(),
         }
 
     def log(self) -> None:
@@ -222,6 +353,13 @@ class LearnerWorker:
             for key in ("fps", "send_blocked_frac"):
                 if key in meta:
                     scalars[f"perf/actor_{actor_id}/{key}"] = float(meta[key])
+        scalars.update({f"labeler/{k}": v for k, v in self.labeler_meta.items()})
+        if self.labeler_drops:
+            scalars["labeler/dropped_updates"] = self.labeler_drops.total
+        if self.episode_stats is not None:
+            scalars.update(self.episode_stats.scalars())
+            for tag, text in self.episode_stats.texts().items():
+                self.writer.add_text(tag, text, step)
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, step)
         self.writer.flush()
@@ -253,6 +391,7 @@ class LearnerWorker:
                 reason = "done"
                 break
             self.receive(_POLL_MS)
+            self.poll_labeler()
             if len(self.pending) >= cfg.learner.batch_rollouts:
                 self.train_step()
             now = time.monotonic()
@@ -277,6 +416,8 @@ class LearnerWorker:
         self.writer.close()
         self.pull.close(0)
         self.pub.close(0)
+        if self.labeler_sub is not None:
+            self.labeler_sub.close(0)
 
 
 def learner_main(args: LearnerArgs) -> None:

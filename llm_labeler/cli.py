@@ -104,6 +104,71 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=_cmd_eval)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """Run the labeler service in this process until Ctrl-C."""
+    import signal
+    import threading
+
+    import zmq
+
+    from explorer.config import ConfigError, load_config
+    from llm_labeler.service import LabelerService, ServiceArgs
+
+    path = next((i for i in args.items if "=" not in i), None)
+    overrides = [i for i in args.items if "=" in i]
+    try:
+        cfg = load_config(path, overrides)
+    except ConfigError as err:
+        for line in str(err).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    lab = cfg.llm_labeler
+    if not lab.labeler:
+        print("error: llm_labeler.labeler is not set (e.g. llm_labeler.labeler=embedding)",
+              file=sys.stderr)
+        return 2
+    store = args.store or lab.store_path or "labels.sqlite"
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    ctx = zmq.Context()
+    try:
+        service = LabelerService(ServiceArgs(cfg=lab, store_path=store,
+                                             texts_address=lab.texts_address,
+                                             updates_address=lab.updates_address,
+                                             stop_event=stop, seed=cfg.seed), ctx)
+    except (ValueError, TypeError) as err:
+        print(f"error: llm_labeler: {err}", file=sys.stderr)
+        ctx.term()
+        return 2
+    print(f"labeler {lab.labeler} ({lab.reward_model}); store {store}: "
+          f"{service.restored['labels']} labels, {service.restored['seen']} texts seen")
+    print(f"texts in:    {service.texts_address}")
+    print(f"updates out: {service.updates_address}")
+    print("connect a run with: explorer run CONFIG llm_labeler.external=true "
+          f"llm_labeler.texts_address={service.texts_address} "
+          f"llm_labeler.updates_address={service.updates_address}", flush=True)
+    try:
+        service.run()
+    finally:
+        service.close()
+        ctx.term()
+    print("labeler stopped", flush=True)
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser("serve", help="run the labeler service standalone",
+                           description="Receive texts from actors, label them into a SQLite "
+                           "store and publish reward tables, until Ctrl-C. Uses the "
+                           "llm_labeler section of the config.")
+    serve.add_argument("items", nargs="*", metavar="CONFIG [KEY=VALUE ...]",
+                       help="run config, then dotted overrides (llm_labeler.labeler=openai ...)")
+    serve.add_argument("--store", metavar="PATH", help="label store (default: "
+                       "llm_labeler.store_path, else ./labels.sqlite)")
+    serve.set_defaults(func=_cmd_serve)
+
+
 def add_labeler_subcommands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``labeler`` (with its ``eval`` command) under an existing sub-parser set.
 
@@ -119,6 +184,7 @@ def add_labeler_subcommands(subparsers: argparse._SubParsersAction) -> argparse.
                                     description=__doc__.splitlines()[0])
     sub = labeler.add_subparsers(dest="labeler_command", required=True)
     _add_eval(sub)
+    _add_serve(sub)
     return labeler
 
 
@@ -132,6 +198,7 @@ def labeler_main(argv: Sequence[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="labeler_command", required=True)
     _add_eval(sub)
+    _add_serve(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -58,7 +58,7 @@ class PendingQueue:
         self._inflight: OrderedDict[str, None] = OrderedDict()  # popped, not yet done
         self._failures: OrderedDict[str, int] = OrderedDict()   # text -> failed attempts
         self._counts = {"enqueued": 0, "duplicates": 0, "known_skipped": 0, "dropped": 0,
-                        "popped": 0, "requeued": 0, "abandoned": 0}
+                        "popped": 0, "requeued": 0, "released": 0, "abandoned": 0}
 
     def _admit(self, text: str) -> bool:
         if text in self._items or text in self._inflight:
@@ -149,6 +149,28 @@ class PendingQueue:
                 while len(self._failures) > self.maxlen:
                     self._failures.popitem(last=False)
                 self._counts["requeued"] += 1
+                back += 1
+        return back
+
+    def release(self, texts: Iterable[str]) -> int:
+        """Put in-flight texts back *without* counting a failure: nothing was wrong with them,
+        the labeler was unavailable (server down, breaker open). They wait as the newest texts,
+        so labelling resumes with them when the server returns.
+
+        Returns:
+            How many were put back (a full queue drops the rest, counted).
+        """
+        back = 0
+        with self._lock:
+            for text in texts:
+                self._inflight.pop(text, None)
+                if text in self._items:
+                    continue
+                if len(self._items) >= self.maxlen:
+                    self._counts["dropped"] += 1
+                    continue
+                self._items[text] = None
+                self._counts["released"] += 1
                 back += 1
         return back
 

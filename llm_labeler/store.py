@@ -51,6 +51,21 @@ CREATE TABLE IF NOT EXISTS labels (
     created     REAL NOT NULL       -- unix time, seconds
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (      -- every text the labeler received, labelled or not
+    text_hash   TEXT PRIMARY KEY,
+    text        TEXT NOT NULL,
+    created     REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS preferences ( -- pairwise judgements for ranking reward models
+    a_hash      TEXT NOT NULL,
+    b_hash      TEXT NOT NULL,
+    a_text      TEXT NOT NULL,
+    b_text      TEXT NOT NULL,
+    preference  REAL NOT NULL,          -- P(a is better than b), 0.5 = tie
+    backend     TEXT NOT NULL,
+    created     REAL NOT NULL,
+    PRIMARY KEY (a_hash, b_hash)
+);
 """
 _COLUMNS = ("rowid, text_hash, text, text_len, label, score, rationale, backend, model, "
             "prompt_hash, created")
@@ -332,6 +347,60 @@ class LabelStore:
             self._counts["decode_errors"] += repairs
             self._counts["truncated"] += truncations
         return inserted
+
+    def _write(self, sql: str, rows: list[tuple]) -> int:
+        """``executemany`` in one immediate transaction; returns rows changed."""
+        if not rows:
+            return 0
+        with self._lock:
+            before = self._conn.total_changes
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(sql, rows)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            return self._conn.total_changes - before
+
+    # -- seen texts and preferences (reward models) --------------------------------------
+
+    def add_seen(self, texts: Iterable[str]) -> int:
+        """Remember texts the labeler received, so a restarted labeler still rewards and
+        labels the ones actors will not send again. Returns how many were new."""
+        now = time.time()
+        rows = {}
+        for query in texts:
+            text = normalize_text(query)[0]
+            rows[hashlib.sha256(text.encode("utf-8")).hexdigest()] = (
+                text[:self.max_text_chars], now)
+        return self._write("INSERT OR IGNORE INTO seen (text_hash, text, created) "
+                           "VALUES (?, ?, ?)", [(k, t, c) for k, (t, c) in rows.items()])
+
+    def seen_texts(self) -> list[str]:
+        """Every text ever passed to :meth:`add_seen`, in arrival order."""
+        with self._lock:
+            return [r[0] for r in self._conn.execute("SELECT text FROM seen ORDER BY rowid")]
+
+    def put_preferences(self, prefs: Iterable[tuple[str, str, float]], backend: str) -> int:
+        """Store pairwise judgements ``(a, b, P(a better than b))``; a judged pair keeps its
+        first judgement. Returns how many were new."""
+        now = time.time()
+        rows = []
+        for a, b, pref in prefs:
+            ta, tb = normalize_text(a)[0], normalize_text(b)[0]
+            rows.append((hashlib.sha256(ta.encode("utf-8")).hexdigest(),
+                         hashlib.sha256(tb.encode("utf-8")).hexdigest(),
+                         ta[:self.max_text_chars], tb[:self.max_text_chars], float(pref),
+                         backend, now))
+        return self._write("INSERT OR IGNORE INTO preferences (a_hash, b_hash, a_text, b_text, "
+                           "preference, backend, created) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def preferences(self) -> list[tuple[str, str, float]]:
+        """Every stored judgement ``(a, b, P(a better than b))``, in arrival order."""
+        with self._lock:
+            return [(a, b, float(p)) for a, b, p in self._conn.execute(
+                "SELECT a_text, b_text, preference FROM preferences ORDER BY rowid")]
 
     def close(self) -> None:
         """Close the connection (idempotent); the data stays on disk."""

@@ -47,7 +47,8 @@ from llm_labeler.protocol import Label, LabelerError
 from llm_labeler.registry import register_labeler
 from llm_labeler.store import normalize_text
 
-__all__ = ["DEFAULT_SYSTEM_PROMPT", "DEFAULT_USER_TEMPLATE", "BatchResult", "CircuitBreaker",
+__all__ = ["DEFAULT_COMPARE_TEMPLATE", "DEFAULT_SYSTEM_PROMPT", "DEFAULT_USER_TEMPLATE",
+           "BatchResult", "CircuitBreaker",
            "OpenAILabeler", "OpenAILabelerConfig", "ParseError", "format_messages",
            "parse_answers", "prompt_hash"]
 
@@ -67,6 +68,14 @@ DEFAULT_USER_TEMPLATE = (
     "Messages:\n{messages}\n\n"
     'Answer with exactly {n} lines and nothing else, one per message, in the form "N: yes" or '
     '"N: no".')
+
+DEFAULT_COMPARE_TEMPLATE = (
+    "I will show you {n} pairs of messages from the game NetHack, numbered 1 to {n}. For each "
+    "pair, tell me whether message A shows more progress, or something an expert player would "
+    "rather seek, than message B.\n\n"
+    "Pairs:\n{messages}\n\n"
+    'Answer with exactly {n} lines and nothing else, one per pair, in the form "N: yes" (A is '
+    'better) or "N: no".')
 
 #: Version of the way texts are put into the prompt; part of :func:`prompt_hash`.
 _FORMAT_VERSION = "numbered-lines-v1"
@@ -363,6 +372,9 @@ class OpenAILabelerConfig:
     """System message."""
     user_template: str = DEFAULT_USER_TEMPLATE
     """User message; ``{messages}`` becomes the numbered list, ``{n}`` its length."""
+    compare_template: str = DEFAULT_COMPARE_TEMPLATE
+    """User message of :meth:`OpenAILabeler.compare` (ranking reward model); ``{messages}``
+    becomes the numbered pairs ``"N. A: ... | B: ..."``."""
     batch_size: int = 20
     """Texts per request."""
     max_concurrency: int = 4
@@ -622,23 +634,65 @@ class OpenAILabeler:
 
     def _label_chunk(self, texts: list[str]) -> dict[str, int | str]:
         """One request (with retries) for ``texts``: ``{text: answer}`` or ``{text: kind}``."""
-        body = self._build_request(texts)
+        answers = self._ask(self._build_request(texts), len(texts))
+        if isinstance(answers, str):
+            return dict.fromkeys(texts, answers)
+        return dict(zip(texts, answers, strict=True))
+
+    def compare(self, pairs: Sequence[tuple[str, str]]) -> list[float | None]:
+        """Judge pairs for the ranking reward model: P(first text is better), None if unknown.
+
+        Pairs go ``batch_size`` to a request, requests run concurrently; failures (counted
+        like labelling failures) leave ``None`` for the pairs concerned.
+        """
+        cfg = self.config
+        if self.breaker.state == CircuitBreaker.OPEN:
+            return [None] * len(pairs)
+        chunks = [list(pairs[i:i + cfg.batch_size]) for i in range(0, len(pairs), cfg.batch_size)]
+        futures = [self._pool.submit(self._compare_chunk, chunk) for chunk in chunks]
+        out: list[float | None] = []
+        for future, chunk in zip(futures, chunks, strict=True):
+            try:
+                out.extend(future.result())
+            except Exception:  # a bug, not a server fault: keep the caller running
+                log.exception("openai labeler: unexpected error comparing pairs")
+                out.extend([None] * len(chunk))
+        return out
+
+    def _compare_chunk(self, pairs: list[tuple[str, str]]) -> list[float | None]:
+        cfg = self.config
+        width = max(8, cfg.max_prompt_chars // 2)
+        shown = [f"A: {format_messages([a], width)[3:]} | B: {format_messages([b], width)[3:]}"
+                 for a, b in pairs]
+        user = (cfg.compare_template.replace("{n}", str(len(pairs)))
+                .replace("{messages}", "\n".join(f"{i}. {line}" for i, line in
+                                                 enumerate(shown, start=1))))
+        body = {"model": cfg.model, "temperature": cfg.temperature, "stream": False,
+                "max_tokens": 64 + cfg.max_tokens_per_text * len(pairs),
+                "messages": [{"role": "system", "content": cfg.system_prompt},
+                             {"role": "user", "content": user}]}
+        answers = self._ask(body, len(pairs))
+        if isinstance(answers, str):
+            return [None] * len(pairs)
+        return [float(a) for a in answers]
+
+    def _ask(self, body: dict[str, Any], n: int) -> list[int] | str:
+        """One request with retries: ``n`` yes/no answers, or the error kind."""
         cfg = self.config
         for attempt in range(cfg.max_retries + 1):
             if self._closed.is_set() or not self.breaker.allow():
-                return dict.fromkeys(texts, "breaker_open" if not self._closed.is_set()
-                                     else "closed")
+                return "breaker_open" if not self._closed.is_set() else "closed"
             try:
                 content = self._post(body)
             except ParseError as err:  # a 2xx reply whose body is not a chat completion
                 self.breaker.record_success()
                 self._error(err.kind, err.sample)
-                return dict.fromkeys(texts, err.kind)
+                return err.kind
             except _RequestError as err:
                 self.breaker.record_failure()
                 self._error(err.kind)
                 if err.kind not in RETRYABLE or attempt == cfg.max_retries:
-                    return dict.fromkeys(texts, err.kind)
+                    return err.kind
                 delay = min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** attempt)
                 with self._lock:
                     delay = delay / 2 + self._rng.uniform(0, delay / 2)
@@ -649,11 +703,10 @@ class OpenAILabeler:
                 continue
             self.breaker.record_success()
             try:
-                answers = parse_answers(content, len(texts))
+                return parse_answers(content, n)
             except ParseError as err:
                 self._error(err.kind, err.sample)
-                return dict.fromkeys(texts, err.kind)
-            return dict(zip(texts, answers, strict=True))
+                return err.kind
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _post(self, body: dict[str, Any]) -> str:

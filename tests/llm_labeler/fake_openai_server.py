@@ -29,10 +29,15 @@ BEHAVIOURS = ("ok", "json", "garbage", "empty", "refusal", "wrong_count", "malfo
               "http_500", "http_400", "http_429", "hang", "slow")
 
 _MESSAGE_LINE = re.compile(r"^(\d+)\. (.*)$", re.MULTILINE)
+_PAIR = re.compile(r"^A: (.*) \| B: (.*)$")
 
 
 def rule(message: str) -> str:
-    """The fake model's answer for one message."""
+    """The fake model's answer for one message; for a pair ``"A: x | B: y"`` (ranking), yes
+    when only A is interesting."""
+    pair = _PAIR.match(message)
+    if pair:
+        return "yes" if rule(pair.group(1)) == "yes" and rule(pair.group(2)) == "no" else "no"
     return "yes" if "kill" in message or " - " in message else "no"
 
 

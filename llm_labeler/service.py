@@ -1,0 +1,345 @@
+"""The labeler service: texts in from actors, labels on disk, reward tables out to the learner.
+
+One process, two threads. The main thread owns the sockets and the reward model: it drains
+texts (ZeroMQ PULL), records new ones in the store and the bounded queue, takes finished labels
+from the worker, retrains the reward model when due and publishes the reward table (PUB). The
+worker thread only labels: it pops the newest texts, calls the backend, writes the labels to
+the SQLite store and hands them back. A slow or dead LLM server therefore delays labels, never
+the sockets: actors send without blocking, cached labels keep flowing, and texts wait in the
+queue (released, not failed, while the server is unavailable) until labelling resumes.
+
+A restarted service reloads every seen text, label and preference from the store, re-queues the
+seen texts that have no label yet, and never labels a text twice (``INSERT OR IGNORE`` and the
+queue's ``known`` check).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from actors.texts import decode_texts
+from explorer.text_ids import text_id
+from llm_labeler.protocol import Label, LabelerError, as_sync
+from llm_labeler.queue import PendingQueue
+from llm_labeler.registry import make_labeler
+from llm_labeler.reward_models import RankingRewardModel, make_reward_model
+from llm_labeler.store import LabelStore
+from llm_labeler.updates import encode_table
+
+__all__ = ["LabelerService", "ServiceArgs", "labeler_main"]
+
+log = logging.getLogger(__name__)
+
+_POLL_MS = 50
+_MIN_PUBLISH_GAP_S = 0.2
+_MAX_TEXT_CHARS = 4096
+#: Failures that say nothing about the texts: put them back without counting an attempt.
+_UNAVAILABLE = frozenset({"breaker_open", "connection", "timeout", "http_5xx", "http_429",
+                          "closed"})
+_BREAKER_CODES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+
+
+@dataclass(frozen=True)
+class ServiceArgs:
+    """Everything the labeler process needs; picklable so it can cross ``spawn``."""
+
+    cfg: Any  # LabelerConfig (the ``llm_labeler`` section)
+    store_path: str
+    texts_address: str
+    updates_address: str
+    stop_event: Any
+    status_queue: Any = None
+    seed: int = 0
+
+
+def _bind(sock: zmq.Socket, address: str) -> str:
+    if address.startswith("tcp://") and address.endswith(":0"):
+        host = address[len("tcp://"):].rsplit(":", 1)[0]
+        return f"tcp://{host}:{sock.bind_to_random_port(f'tcp://{host}')}"
+    sock.bind(address)
+    return address
+
+
+def _encoder_for(labeler: Any) -> Any:
+    """Reuse the embedded labeler's MiniLM for the reward model instead of loading it twice."""
+    from llm_labeler.encoder import TextEncoder
+
+    model = getattr(labeler, "_encoder", None)
+    return TextEncoder(model=model).encode
+
+
+class LabelerService:
+    """Socket loop + labelling worker around a backend, a label store and a reward model."""
+
+    def __init__(self, args: ServiceArgs, ctx: zmq.Context) -> None:
+        cfg = args.cfg
+        self.args, self.cfg = args, cfg
+        self.labeler = make_labeler(cfg.labeler, **cfg.backend)
+        self.sync_labeler = as_sync(self.labeler)
+        self.prompt_hash = str(getattr(self.labeler, "prompt_hash", None) or
+                               f"{getattr(self.labeler, 'name', cfg.labeler)}")
+        encoder = _encoder_for(self.labeler) if cfg.reward_model != "retrieval" else None
+        if encoder is not None:
+            encoder([])  # load MiniLM now, not in the socket loop
+        kwargs = dict(cfg.reward_model_kwargs)
+        if cfg.reward_model == "ranking":
+            kwargs.setdefault("seed", args.seed)
+        self.model = make_reward_model(cfg.reward_model, encoder, **kwargs)
+        self.store = LabelStore(args.store_path, synchronous="NORMAL")
+        self.queue = PendingQueue(cfg.queue_size, known=self.store.__contains__)
+        self._restore()
+
+        self.pull = ctx.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.RCVHWM, 64)
+        self.pull.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
+        self.pull.setsockopt(zmq.LINGER, 0)
+        self.texts_address = _bind(self.pull, args.texts_address)
+        self.pub = ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, 4)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.updates_address = _bind(self.pub, args.updates_address)
+
+        self.results: queue.Queue[tuple[str, list]] = queue.Queue()
+        self.pair_requests: queue.Queue[list[tuple[str, str]]] = queue.Queue(maxsize=1)
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.latencies: collections.deque[float] = collections.deque(maxlen=1024)
+        self.label_times: collections.deque[tuple[float, int]] = collections.deque(maxlen=256)
+        self.version = 0
+        self.last_publish = 0.0
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="labeler-worker", daemon=True)
+
+    # -- state -----------------------------------------------------------------------------
+    def _restore(self) -> None:
+        """Reload everything a previous incarnation stored; queue seen-but-unlabelled texts."""
+        seen = self.store.seen_texts()
+        self.model.add_texts(seen)
+        labels = [(row.text, row.label, row.score) for row in self.store.all_labels()]
+        self.model.add_labels(labels)
+        self.model.add_preferences(self.store.preferences())
+        self.queue.extend(seen)  # skips the labelled ones (``known``)
+        self.restored = {"seen": len(seen), "labels": len(labels),
+                         "queued": len(self.queue)}
+
+    # -- worker thread: labelling only -----------------------------------------------------
+    def _unavailable(self) -> bool:
+        breaker = getattr(self.labeler, "breaker", None)
+        return breaker is not None and breaker.state == "open"
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            if self._unavailable():
+                self._stop.wait(0.1)
+                continue
+            busy = False
+            batch = self.queue.pop_batch(self.cfg.batch_size)
+            if batch:
+                self._label(batch)
+                busy = True
+            try:
+                pairs = self.pair_requests.get_nowait()
+            except queue.Empty:
+                pairs = None
+            if pairs:
+                self._compare(pairs)
+                busy = True
+            if not busy:
+                self._stop.wait(0.02)
+
+    def _label(self, batch: list[str]) -> None:
+        start = time.monotonic()
+        labels: list[Label] = []
+        failed: dict[str, str] = {}
+        try:
+            if hasattr(self.labeler, "label_batch"):
+                result = self.labeler.label_batch(batch)
+                labels, failed = list(result.labels), dict(result.failed)
+            else:
+                labels = self.sync_labeler.label(batch)
+                if len(labels) != len(batch) or not all(isinstance(x, Label) for x in labels):
+                    raise LabelerError(f"returned {len(labels)} labels for {len(batch)} texts",
+                                       reason="bad_output")
+        except LabelerError as err:
+            labels, failed = [], dict.fromkeys(batch, err.reason)
+        except Exception:  # a user's labeler raised: count it, keep the service running
+            log.exception("labeler %s raised while labelling %d texts", self.cfg.labeler,
+                          len(batch))
+            labels, failed = [], dict.fromkeys(batch, "exception")
+        self.latencies.append(time.monotonic() - start)
+        if labels:
+            self.store.put_many(labels, prompt_hash=self.prompt_hash)
+            self.queue.done([lab.text for lab in labels])
+            self.label_times.append((time.monotonic(), len(labels)))
+            self.results.put(("labels", [(lab.text, lab.label, lab.score) for lab in labels]))
+        kinds = collections.Counter(failed.values())
+        for kind, n in kinds.items():
+            self.errors[kind] += n
+        self.queue.release([t for t, k in failed.items() if k in _UNAVAILABLE])
+        self.queue.requeue([t for t, k in failed.items() if k not in _UNAVAILABLE])
+
+    def _compare(self, pairs: list[tuple[str, str]]) -> None:
+        try:
+            prefs = [(a, b, float(p)) for (a, b), p in
+                     zip(pairs, self.labeler.compare(pairs), strict=True) if p is not None]
+        except Exception as err:  # noqa: BLE001 - any backend failure: count, ask again later
+            self.errors[getattr(err, "reason", "compare")] += 1
+            return
+        self.store.put_preferences(prefs, backend=self.cfg.labeler)
+        self.results.put(("preferences", prefs))
+
+    # -- main thread: sockets and reward model ---------------------------------------------
+    def receive(self, timeout_ms: int) -> None:
+        """Drain texts messages; malformed ones are dropped and counted."""
+        if not self.pull.poll(timeout_ms):
+            return
+        fresh: list[str] = []
+        while self.pull.poll(0):
+            frames = self.pull.recv_multipart()
+            self.counts["messages"] += 1
+            if len(frames) != 1:
+                self.counts["dropped_messages"] += 1
+                continue
+            try:
+                _, texts = decode_texts(frames[0])
+            except ValueError:
+                self.counts["dropped_messages"] += 1
+                continue
+            self.counts["texts_received"] += len(texts)
+            fresh.extend(text[:_MAX_TEXT_CHARS] for text in texts)
+        ids = [text_id(t) for t in fresh]
+        self.counts["store_hits"] += sum(key in self.model.labels for key in ids)
+        new = list(dict.fromkeys(t for t, key in zip(fresh, ids, strict=True)
+                                 if key not in self.model.texts))
+        if new:
+            self.model.add_texts(new)
+            self.store.add_seen(new)
+            self.queue.extend(new)
+
+    def _collect(self) -> None:
+        while True:
+            try:
+                kind, items = self.results.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "labels":
+                self.model.add_labels(items)
+            else:
+                self.model.add_preferences(items)
+
+    def _schedule_pairs(self) -> None:
+        """Ranking: ask the backend to compare pairs, or judge them by label scores."""
+        model = self.model
+        if not isinstance(model, RankingRewardModel) or not model.pairs_wanted():
+            return
+        if hasattr(self.labeler, "compare"):
+            if self.pair_requests.empty():
+                pairs = model.sample_pairs(model.pairs_per_round)
+                if pairs:
+                    self.pair_requests.put_nowait(pairs)
+            return
+        prefs = model.preferences_from_scores(
+            model.sample_pairs(model.pairs_per_round, labelled_only=True))
+        if prefs:
+            self.store.put_preferences(prefs, backend=f"{self.cfg.labeler}:scores")
+            model.add_preferences(prefs)
+
+    def stats(self) -> dict[str, float]:
+        """Scalars for TensorBoard (``labeler/...``), sent as the publication's meta."""
+        q = self.queue.stats()
+        store = self.store.stats()
+        lat = sorted(self.latencies)
+        now = time.monotonic()
+        recent = [n for t, n in self.label_times if now - t < 10.0]
+        out: dict[str, float] = {
+            "queue_depth": q["size"], "queue_inflight": q["inflight"],
+            "queue_dropped": q["dropped"], "queue_abandoned": q["abandoned"],
+            "labelled_total": store["rows"],
+            "positive_rate": store["positives"] / store["rows"] if store["rows"] else 0.0,
+            "relabelled": store["ignored"],
+            "texts_received": self.counts["texts_received"],
+            "store_hits": self.counts["store_hits"],
+            "dropped_messages": self.counts["dropped_messages"],
+            "throughput_texts_per_s": sum(recent) / 10.0,
+            "breaker_state": _BREAKER_CODES.get(
+                getattr(getattr(self.labeler, "breaker", None), "state", "closed"), 0.0),
+        }
+        if lat:
+            out["latency_p50_s"] = lat[int(0.5 * (len(lat) - 1))]
+            out["latency_p95_s"] = lat[round(0.95 * (len(lat) - 1))]
+        out.update({f"errors/{kind}": n for kind, n in self.errors.items()})
+        out.update({f"reward_model/{k}": float(v) for k, v in self.model.metrics().items()})
+        return dict(list(out.items())[:60])
+
+    def publish(self) -> None:
+        ids, rewards = self.model.table()
+        self.version += 1
+        self.pub.send_multipart(encode_table(ids, rewards, self.version, self.stats()),
+                                copy=False)
+        self.last_publish = time.monotonic()
+
+    def step(self, timeout_ms: int = _POLL_MS) -> None:
+        """One main-loop iteration (exposed for tests)."""
+        self.receive(timeout_ms)
+        self._collect()
+        self._schedule_pairs()
+        now = time.monotonic()
+        changed = self.model.refresh()
+        if (changed and now - self.last_publish > _MIN_PUBLISH_GAP_S) or (
+                now - self.last_publish > self.cfg.publish_interval_s):
+            self.publish()
+
+    def start(self) -> None:
+        self._worker.start()
+
+    def run(self) -> None:
+        """Loop until the stop event is set."""
+        self.start()
+        while not self.args.stop_event.is_set():
+            self.step()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._worker.is_alive():
+            self._worker.join(timeout=30)
+        close = getattr(self.labeler, "close", None)
+        if callable(close):
+            close()
+        self.pull.close(0)
+        self.pub.close(0)
+        self.store.close()
+
+
+def labeler_main(args: ServiceArgs) -> None:
+    """Process entry point: SIGINT is the supervisor's; the service watches the stop event."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import torch
+
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    ctx = zmq.Context()
+    try:
+        service = LabelerService(args, ctx)
+    except Exception as err:
+        if args.status_queue is not None:
+            args.status_queue.put(("labeler_failed", {"error": f"{type(err).__name__}: {err}"}))
+        raise
+    if args.status_queue is not None:
+        args.status_queue.put(("labeler_ready", {"texts": service.texts_address,
+                                                 "updates": service.updates_address,
+                                                 **service.restored}))
+    try:
+        service.run()
+    finally:
+        service.close()
+        ctx.term()
