@@ -169,7 +169,8 @@ def sink_main(cfg: Config, spec: EnvSpec, rollout_addr: str, weights_addr: str,
     torch.set_num_threads(1)
     model = build_model(cfg, spec)
     schema = rollout_schema(spec, cfg.actors.rollout_len, cfg.env.envs_per_actor,
-                            model.core_size, int(cfg.wire.max_message_mb * (1 << 20)))
+                            model.core_size, int(cfg.wire.max_message_mb * (1 << 20)),
+                            texts=cfg.text.source is not None)
     steps_per_msg = cfg.actors.rollout_len * cfg.env.envs_per_actor
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)

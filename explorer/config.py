@@ -261,6 +261,9 @@ class LabelerConfig:
     publish_interval_s: float = _field(1.0, gt=0)
     #: Restarts of a crashed labeler process before the run goes on without it.
     max_restarts: int = _field(100, ge=0)
+    #: OS niceness of the labeler process (0-19): labelling is asynchronous, so on a machine
+    #: with few cores it yields the CPU to actors and learner rather than slow them down.
+    nice: int = _field(10, ge=0, le=19)
     #: Use a labeler started elsewhere (``explorer labeler serve``) at ``texts_address`` /
     #: ``updates_address`` instead of starting one with the run.
     external: bool = False

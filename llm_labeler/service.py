@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import queue
 import signal
 import sys
@@ -274,9 +275,17 @@ class LabelerService:
             "breaker_state": _BREAKER_CODES.get(
                 getattr(getattr(self.labeler, "breaker", None), "state", "closed"), 0.0),
         }
-        if lat:
+        if lat:  # per labelled batch; an HTTP backend's per-request figures replace them
             out["latency_p50_s"] = lat[int(0.5 * (len(lat) - 1))]
             out["latency_p95_s"] = lat[round(0.95 * (len(lat) - 1))]
+        backend_stats = getattr(self.labeler, "stats", None)
+        if callable(backend_stats):
+            extra = backend_stats()
+            for key in ("latency_p50_s", "latency_p95_s"):
+                if extra.get(key) is not None:
+                    out[key] = float(extra[key])
+            out["requests"] = float(extra.get("requests", 0))
+            out["retries"] = float(extra.get("retries", 0))
         out.update({f"errors/{kind}": n for kind, n in self.errors.items()})
         out.update({f"reward_model/{k}": float(v) for k, v in self.model.metrics().items()})
         return dict(list(out.items())[:60])
@@ -323,6 +332,8 @@ class LabelerService:
 def labeler_main(args: ServiceArgs) -> None:
     """Process entry point: SIGINT is the supervisor's; the service watches the stop event."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if args.cfg.nice:
+        os.nice(args.cfg.nice)
     import torch
 
     torch.set_num_threads(1)

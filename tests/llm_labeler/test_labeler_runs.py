@@ -180,3 +180,13 @@ def test_dead_llm_server_never_stalls_training_and_labelling_resumes(tmp_path: P
     scalars = _scalars(sup.run_dir)
     assert max(scalars["labeler/breaker_state"]) == 2.0  # the breaker opened
     assert scalars["labeler/errors/connection"][-1] > 0
+
+
+@pytest.mark.timeout(300)
+def test_a_labeler_that_cannot_start_ends_the_run_with_its_reason(tmp_path: Path) -> None:
+    sup = _supervisor(tmp_path, "total_env_steps=1000", "llm_labeler.labeler=openai",
+                      "llm_labeler.backend={base_url: 'http://127.0.0.1:9/v1', bogus: 1}")
+    result = sup.run()
+    assert result.reason == "labeler_failed" and result.exit_code == 1
+    assert "bogus" in result.last_status["error"]
+    assert sup.learner is None  # nothing else was started
