@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import zmq
 
+from explorer.sockets import bind
 from explorer.specs import EnvSpec, EpisodeStatsSpec, rollout_schema, unpack_episode_stats
 from explorer.wire import KIND_WEIGHTS, DropCounter, Message, WireError, decode, encode
 from learner.algo import Learner, resolve_device
@@ -53,16 +54,6 @@ class LearnerArgs:
     resume_path: str | None = None
     #: Where the labeler publishes reward tables (None: no labeler).
     labeler_address: str | None = None
-
-
-def _bind(sock: zmq.Socket, address: str) -> str:
-    """Bind ``address``; a tcp port 0 binds a free port. Returns the address actors connect to."""
-    if address.startswith("tcp://") and address.endswith(":0"):
-        host = address[len("tcp://"):].rsplit(":", 1)[0]
-        port = sock.bind_to_random_port(f"tcp://{host}")
-        return f"tcp://{host}:{port}"
-    sock.bind(address)
-    return address
 
 
 class EpisodeStatsLog:
@@ -178,11 +169,11 @@ class LearnerWorker:
         self.pull.setsockopt(zmq.RCVHWM, cfg.wire.send_hwm)
         self.pull.setsockopt(zmq.MAXMSGSIZE, max_bytes)
         self.pull.setsockopt(zmq.LINGER, 0)
-        self.rollout_address = _bind(self.pull, args.rollout_address)
+        self.rollout_address = bind(self.pull, args.rollout_address)
         self.pub = ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, 2)
         self.pub.setsockopt(zmq.LINGER, 0)
-        self.weights_address = _bind(self.pub, args.weights_address)
+        self.weights_address = bind(self.pub, args.weights_address)
 
         self.writer = SummaryWriter(str(self.run_dir / "tb"),
                                     purge_step=self.env_steps if args.resume_path else None)

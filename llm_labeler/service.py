@@ -29,6 +29,7 @@ from typing import Any
 import zmq
 
 from actors.texts import decode_texts
+from explorer.sockets import bind
 from explorer.text_ids import text_id
 from llm_labeler.protocol import Label, LabelerError, as_sync
 from llm_labeler.queue import PendingQueue
@@ -61,14 +62,6 @@ class ServiceArgs:
     stop_event: Any
     status_queue: Any = None
     seed: int = 0
-
-
-def _bind(sock: zmq.Socket, address: str) -> str:
-    if address.startswith("tcp://") and address.endswith(":0"):
-        host = address[len("tcp://"):].rsplit(":", 1)[0]
-        return f"tcp://{host}:{sock.bind_to_random_port(f'tcp://{host}')}"
-    sock.bind(address)
-    return address
 
 
 def _encoder_for(labeler: Any) -> Any:
@@ -104,11 +97,11 @@ class LabelerService:
         self.pull.setsockopt(zmq.RCVHWM, 64)
         self.pull.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
         self.pull.setsockopt(zmq.LINGER, 0)
-        self.texts_address = _bind(self.pull, args.texts_address)
+        self.texts_address = bind(self.pull, args.texts_address)
         self.pub = ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, 4)
         self.pub.setsockopt(zmq.LINGER, 0)
-        self.updates_address = _bind(self.pub, args.updates_address)
+        self.updates_address = bind(self.pub, args.updates_address)
 
         self.results: queue.Queue[tuple[str, list]] = queue.Queue()
         self.pair_requests: queue.Queue[list[tuple[str, str]]] = queue.Queue(maxsize=1)

@@ -328,20 +328,10 @@ class LabelStore:
             rows.append((hashlib.sha256(text.encode("utf-8")).hexdigest(), kept, len(text),
                          int(lab.label), float(lab.score), lab.rationale, lab.backend,
                          lab.model, prompt_hash, now))
-        if not rows:
-            return 0
+        inserted = self._write("INSERT OR IGNORE INTO labels (text_hash, text, text_len, label, "
+                               "score, rationale, backend, model, prompt_hash, created) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         with self._lock:
-            before = self._conn.total_changes
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.executemany("INSERT OR IGNORE INTO labels (text_hash, text, text_len, "
-                                       "label, score, rationale, backend, model, prompt_hash, "
-                                       "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            inserted = self._conn.total_changes - before
             self._counts["inserted"] += inserted
             self._counts["ignored"] += len(rows) - inserted
             self._counts["decode_errors"] += repairs
