@@ -20,7 +20,7 @@ import zmq
 from actors.envs import StepResult, make_vec_env
 from actors.rollout import RolloutRing, RolloutStorage
 from actors.texts import TextCapture, make_text_source
-from explorer.specs import EnvSpec, weights_schema
+from explorer.specs import EnvSpec, pack_episode_stats, weights_schema
 from explorer.wire import KIND_ROLLOUT, DropCounter, Message, WireError, decode, encode
 from learner.models import make_actor_critic, obs_to_torch
 
@@ -135,8 +135,12 @@ class Actor:
             raise ActorStopped
 
     def send(self, storage: RolloutStorage, ep_returns: np.ndarray, ep_lengths: np.ndarray,
-             meta: dict[str, float]) -> None:
-        msg = Message(kind=KIND_ROLLOUT, arrays=storage.arrays(ep_returns, ep_lengths),
+             meta: dict[str, float], episodes: dict[str, np.ndarray] | None = None) -> None:
+        """Sends one rollout; ``episodes`` are the env's packed episode stats, if it has any."""
+        arrays = storage.arrays(ep_returns, ep_lengths)
+        if episodes is not None:
+            arrays.update(episodes)
+        msg = Message(kind=KIND_ROLLOUT, arrays=arrays,
                       actor_id=self.args.actor_id, seq=self.seq,
                       policy_version=max(self.policy_version, 0), env_steps=self.env_steps,
                       meta=meta)
@@ -165,6 +169,8 @@ class Actor:
 
     def run(self) -> None:
         t_len, b = self.rollout_len, self.num_envs
+        # extra per-episode stats (NetHack's score, depth, ...); None for most envs: no cost
+        stats_spec = self.args.env_spec.episode_stats
         obs = self.env.reset()
         core = self.model.initial_state(b)
         episode_start = np.ones(b, dtype=bool)
@@ -224,8 +230,10 @@ class Actor:
                 window_start, window_steps, window_blocked = now, 0, self.blocked_s
             if self.texts is not None:
                 self.texts.flush()
+            episodes = (None if stats_spec is None
+                        else pack_episode_stats(self.env.episode_info(), stats_spec))
             self.send(storage, np.asarray(finished_returns, dtype=np.float32),
-                      np.asarray(finished_lengths, dtype=np.int32), meta)
+                      np.asarray(finished_lengths, dtype=np.int32), meta, episodes)
             self.poll_weights(wait=False)
 
     def close(self) -> None:

@@ -16,6 +16,14 @@ An NLE env that raises from ``step`` or ``reset`` is closed and recreated and ``
 incremented; a crash in ``step`` ends its episode as truncated, with the last good observation
 and reward 0, and the next step resets that env as usual.
 
+Every finished episode is summarised for ``episode_info()`` (declared in ``spec.episode_stats``,
+shipped to the learner's TensorBoard as ``nethack/*``): score, max depth, experience level,
+gold and game turns from the last in-game blstats (NLE zeroes blstats in the observation of the
+step on which the character dies, so that step falls back to the previous observation's), the
+number of distinct messages seen, how it ended, and for deaths NetHack's own death reason
+("killed by a jackal", "starved to death") read from the game's xlogfile, which NetHack appends
+to when a game ends (NLE has no API for the killer; ``how_done()`` only gives the end type).
+
 In-process loop vs subprocess workers (``benchmarks/nethack_throughput.py``, NetHackScore-v0,
 extended actions, random actions, M = 8 envs, 2-core machine shared with other jobs; two runs
 of 10 s per figure, env steps/s):
@@ -32,8 +40,11 @@ learner anyway. The in-process loop is kept.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
+import os
+import re
 import sys
 from typing import Any
 
@@ -41,11 +52,19 @@ import numpy as np
 
 from actors.envs import StepResult
 from actors.nethack_tasks import OBS_KEYS, EndStatus, make_nle_env
-from explorer.specs import EnvSpec
+from explorer.specs import EnvSpec, EpisodeStatsSpec
 
-__all__ = ["NetHackVecEnv"]
+__all__ = ["EPISODE_STATS", "NetHackVecEnv"]
+
+#: What ``NetHackVecEnv.episode_info()`` reports per episode (TensorBoard ``nethack/<name>``).
+EPISODE_STATS = EpisodeStatsSpec(
+    prefix="nethack",
+    values=("score", "depth", "xp_level", "gold", "turns", "unique_messages"),
+    labels=("end", "death"),
+)
 
 _RESET_ATTEMPTS = 3
+_MAX_EPISODES = 10_000  # episode_info() entries kept between calls
 _SEED_HIGH = 2**63 - 1  # NetHack's seeds are C longs
 # blstats fields (nle.nethack.NLE_BL_*)
 _BL = {"score": 9, "depth": 12, "gold": 13, "xp_level": 18, "turns": 20}
@@ -84,13 +103,18 @@ class NetHackVecEnv:
         self.spec = EnvSpec(
             obs_spec={k: (tuple(space[k].shape), np.dtype(space[k].dtype).name) for k in OBS_KEYS},
             num_actions=int(self._envs[0].action_space.n),
+            episode_stats=EPISODE_STATS,
         )
         self._rngs = [np.random.default_rng(seed + i) for i in range(num_envs)]
         self._needs_reset = np.ones(num_envs, dtype=bool)
         self._max_depth = np.zeros(num_envs, dtype=np.int64)
         self._steps = np.zeros(num_envs, dtype=np.int64)
+        self._messages: list[set[bytes]] = [set() for _ in range(num_envs)]
+        self._xlog_sizes = [0] * num_envs  # xlogfile bytes when the episode started
         self._last = self._alloc(fill=True)
-        self._episodes: list[dict[str, Any]] = []
+        # bounded (oldest dropped): a caller that never asks for episode_info() must not leak
+        self._episodes: collections.deque[dict[str, Any]] = collections.deque(
+            maxlen=_MAX_EPISODES)
 
     # -- VecEnv ----------------------------------------------------------------------------
     def reset(self) -> dict[str, np.ndarray]:
@@ -136,12 +160,14 @@ class NetHackVecEnv:
                 obs[key][i] = o[key]
             rewards[i] = reward
             self._steps[i] += 1
+            if o["message"][0]:
+                self._messages[i].add(o["message"].tobytes())
             if done or aborted:
                 status = int(info.get("end_status", EndStatus.DEATH))
                 truncated[i] = status == EndStatus.ABORTED
                 terminated[i] = not truncated[i]
                 blstats = o["blstats"] if o["blstats"].any() else self._last["blstats"][i]
-                death = _death_cause(env) if status == EndStatus.DEATH else ""
+                death = self._death_reason(i) if status == EndStatus.DEATH else ""
                 self._end_episode(i, blstats, _END_NAMES.get(status, "other"), death)
         np.maximum(self._max_depth, obs["blstats"][:, _BL["depth"]], out=self._max_depth)
         self._last = obs
@@ -159,15 +185,19 @@ class NetHackVecEnv:
                 if row[0] else "" for row in self._last["message"]]
 
     def episode_info(self) -> list[dict[str, Any]]:
-        """Extras of the episodes completed since the last call (the list is then cleared).
+        """Extras of the episodes completed since the last call (at most the newest 10,000).
 
         Returns:
             One dict per episode: ``end`` ("death", "success", "aborted" or "crash"),
-            ``death`` (NetHack's end type, e.g. "died", "starving"; "" unless ``end`` is
-            "death"), and from the last in-game blstats ``score``, ``max_depth``, ``xp_level``,
-            ``gold``, ``turns``; ``steps`` is the episode's env steps.
+            ``death`` (NetHack's death reason without articles, e.g. "killed by jackal",
+            "starved to death"; NLE's end type such as "starving" when the xlogfile cannot be
+            read, "unknown" when neither can; "" unless ``end`` is "death"), from the last
+            in-game blstats ``score``, ``depth`` (the deepest level reached), ``xp_level``,
+            ``gold``, ``turns``; ``unique_messages`` (distinct non-empty messages seen) and
+            ``steps`` (env steps).
         """
-        episodes, self._episodes = self._episodes, []
+        episodes = list(self._episodes)
+        self._episodes.clear()
         return episodes
 
     # -- internals -------------------------------------------------------------------------
@@ -195,6 +225,8 @@ class NetHackVecEnv:
         self._needs_reset[i] = False
         self._steps[i] = 0
         self._max_depth[i] = o["blstats"][_BL["depth"]]
+        self._messages[i] = {o["message"].tobytes()} if o["message"][0] else set()
+        self._xlog_sizes[i] = _file_size(_xlogfile(self._envs[i]))
 
     def _recover(self, i: int, err: BaseException) -> None:
         """Counts a crash of env ``i``, closes it and puts a fresh env in its place."""
@@ -212,12 +244,54 @@ class NetHackVecEnv:
             "end": end,
             "death": death,
             "score": int(blstats[_BL["score"]]),
-            "max_depth": max(int(self._max_depth[i]), int(blstats[_BL["depth"]])),
+            "depth": max(int(self._max_depth[i]), int(blstats[_BL["depth"]])),
             "xp_level": int(blstats[_BL["xp_level"]]),
             "gold": int(blstats[_BL["gold"]]),
             "turns": int(blstats[_BL["turns"]]),
+            "unique_messages": len(self._messages[i]),
             "steps": int(self._steps[i]),
         })
+
+    def _death_reason(self, i: int) -> str:
+        """Why env ``i``'s character just died: the xlogfile line its game wrote, else NLE's."""
+        reason = _xlog_death(_xlogfile(self._envs[i]), self._xlog_sizes[i])
+        return reason if reason is not None else _death_cause(self._envs[i])
+
+
+def _xlogfile(env: Any) -> str | None:
+    """Path of the xlogfile of ``env``'s NetHack (NLE keeps it in a private temp dir)."""
+    vardir = getattr(getattr(env.unwrapped, "nethack", None), "_vardir", None)
+    return os.path.join(vardir, "xlogfile") if isinstance(vardir, str) else None
+
+
+def _file_size(path: str | None) -> int:
+    try:
+        return os.path.getsize(path) if path else 0
+    except OSError:
+        return 0
+
+
+def _xlog_death(path: str | None, offset: int) -> str | None:
+    """The ``death`` field of the last xlogfile line written after byte ``offset``, normalised.
+
+    xlogfile lines are tab-separated ``key=value`` fields, e.g. ``death=killed by a jackal,
+    while sleeping``; the ", while ..." detail and the articles are dropped. ``None`` when
+    nothing new was written or the file cannot be read.
+    """
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        fields = dict(part.partition("=")[::2] for part in line.split("\t"))
+        death = fields.get("death", "").partition(", while")[0].strip()
+        if death:
+            return re.sub(r"\b(?:a|an|the) ", "", death)
+    return None
 
 
 def _death_cause(env: Any) -> str:

@@ -12,7 +12,16 @@ c. subprocess workers: ``NetHackVecEnv`` split over K worker processes (M/K envs
 d. gymnasium ``AsyncVectorEnv``: M worker processes with one NLE env each (shared memory);
    ratio d/b;
 e. N processes, each raw NLE with M envs (summed), and
-f. N processes, each ``NetHackVecEnv`` with M envs (summed); ratio f/e.
+f. N processes, each ``NetHackVecEnv`` with M envs (summed); ratio f/e;
+g. end-to-end training with the NetHack model: the real ``Supervisor`` (learner + actor
+   processes) on ``--train-config`` (default ``configs/nethack_score.yaml``: 2 actors x 16
+   envs, full encoder + GRU 256, APPO, 1 epoch), learner on ``--device``; env steps trained
+   per wall second from the learner's status reports (as row d of ``throughput.py``);
+h. the same with ``--small-config`` (default ``configs/nethack_score_small.yaml``, the run of
+   ``tests/test_nethack_learning.py``: crop + blstats torso, no GRU, 2 epochs x 2 minibatches).
+
+Rows g and h use the task and action set of their configs (``--env``/``--actions`` are for
+rows a-f).
 
 Prints a table, then as its LAST stdout line one JSON object with every figure::
 
@@ -22,6 +31,7 @@ Prints a table, then as its LAST stdout line one JSON object with every figure::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -32,9 +42,16 @@ from typing import Any
 
 import numpy as np
 from bench_utils import CTX, ratio, run_parallel, timed_loop
+from throughput import train_fps
 
+from actors.envs import probe_env_spec
 from actors.nethack import NetHackVecEnv
 from actors.nethack_tasks import OBS_KEYS, make_nle_env
+from explorer.config import load_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_CONFIG = os.path.join(REPO, "configs", "nethack_score.yaml")
+SMALL_CONFIG = os.path.join(REPO, "configs", "nethack_score_small.yaml")
 
 
 def log(text: str) -> None:
@@ -187,11 +204,22 @@ def rate(step: Callable[[], None], num_envs: int, warmup: float, seconds: float)
     return steps / elapsed
 
 
+def training(args: argparse.Namespace, config: str) -> dict[str, Any]:
+    """g/h: the real Supervisor on ``config`` (plus ``--set`` overrides)."""
+    cfg = load_config(config, [f"learner.device={args.device}", *args.set])
+    res = train_fps(cfg, probe_env_spec(cfg.env), args.train_warmup, args.train_seconds)
+    res.update(config=os.path.relpath(config, REPO), env=cfg.env.id,
+               actors=cfg.actors.num_procs, envs_per_actor=cfg.env.envs_per_actor,
+               rollout_len=cfg.actors.rollout_len, batch_rollouts=cfg.learner.batch_rollouts,
+               model=dataclasses.asdict(cfg.learner.model))
+    return res
+
+
 
 def print_table(res: dict[str, Any]) -> None:
     """A readable table of every figure."""
     m, n, k = res["envs"], res["num_procs"], res["workers"]
-    rows = [
+    rows = [] if "raw_one_proc" not in res else [
         ("a", f"raw NLE loop, 1 proc x {m} envs", res["raw_one_proc"], ""),
         ("b", f"NetHackVecEnv, 1 proc x {m} envs", res["ours_one_proc"],
          _x(res["ratios"]["ours_vs_raw"], "a")),
@@ -203,8 +231,16 @@ def print_table(res: dict[str, Any]) -> None:
         ("f", f"NetHackVecEnv, {n} procs x {m} envs", res["ours_n_procs"],
          _x(res["ratios"]["ours_n_procs_vs_raw"], "e")),
     ]
+    for tag, key in (("g", "train"), ("h", "train_small")):
+        train = res.get(key)
+        if train is not None:
+            label = (f"training, {os.path.basename(train['config'])}: {train['actors']} actors x "
+                     f"{train['envs_per_actor']} envs, learner {res['device']}")
+            rows.append((tag, label, train["fps"], ""))
     title = (f"NetHack throughput: {res['env']}, actions={res['actions']}, random actions, "
              f"{res['seconds']:g}s per figure, {res['cpu_count']} CPUs")
+    if "raw_one_proc" not in res:
+        title = f"NetHack training throughput, {res['cpu_count']} CPUs"
     print(title)
     print(f"{'':2} {'measurement':66} {'env steps/s':>12} {'ratio':>10}")
     for tag, label, value, rel in rows:
@@ -226,6 +262,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0, help="per measurement")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--skip-async", action="store_true", help="skip d (M processes)")
+    parser.add_argument("--train-config", default=TRAIN_CONFIG, help="run config of g")
+    parser.add_argument("--small-config", default=SMALL_CONFIG, help="run config of h")
+    parser.add_argument("--train-seconds", type=float, default=30.0, help="measured, g and h")
+    parser.add_argument("--train-warmup", type=float, default=10.0,
+                        help="after the first trained step, g and h")
+    parser.add_argument("--device", default="cpu", help="learner device of g and h")
+    parser.add_argument("--set", action="append", default=[],
+                        help="extra key=value config override for g and h (repeatable)")
+    parser.add_argument("--only-train", action="store_true", help="run g and h only")
+    parser.add_argument("--skip-train", action="store_true", help="skip g and h")
     return parser.parse_args(argv)
 
 
@@ -234,7 +280,23 @@ def main(argv: list[str] | None = None) -> int:
     task, actions, m, w, s = args.env, args.actions, args.envs, args.warmup, args.seconds
     res: dict[str, Any] = {"env": task, "actions": actions, "envs": m, "num_procs": args.num_procs,
                            "workers": args.workers, "seconds": s, "warmup": w,
-                           "cpu_count": os.cpu_count()}
+                           "cpu_count": os.cpu_count(), "device": args.device}
+    if not args.only_train:
+        env_figures(args, res)
+    res["train"] = res["train_small"] = None
+    if not args.skip_train:
+        log(f"g. training, {args.train_config}")
+        res["train"] = training(args, args.train_config)
+        log(f"h. training, {args.small_config}")
+        res["train_small"] = training(args, args.small_config)
+    print_table(res)
+    print(json.dumps(res))
+    return 0
+
+
+def env_figures(args: argparse.Namespace, res: dict[str, Any]) -> None:
+    """Rows a-f (random actions, no model) into ``res``."""
+    task, actions, m, w, s = args.env, args.actions, args.envs, args.warmup, args.seconds
     log(f"a. raw NLE, 1 proc x {m}")
     res["raw_one_proc"] = rate(raw_stepper(task, actions, m, 0), m, w, s)
     log(f"b. NetHackVecEnv, 1 proc x {m}")
@@ -266,9 +328,6 @@ def main(argv: list[str] | None = None) -> int:
         "ours_n_procs_vs_raw": ratio(res["ours_n_procs"], res["raw_n_procs"]),
         "ours_n_procs_vs_one": ratio(res["ours_n_procs"], res["ours_one_proc"]),
     }
-    print_table(res)
-    print(json.dumps(res))
-    return 0
 
 
 if __name__ == "__main__":

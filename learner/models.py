@@ -10,7 +10,9 @@ Shapes used below: T = time steps, B = envs, N = T * B, A = actions, H = core si
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -277,6 +279,8 @@ def _conv_out(size: int, kernel: int = 3, stride: int = 2, padding: int = 1) -> 
 class NetHackEncoder(nn.Module):
     """NLE-baselines-style torso: glyph embedding, full map + egocentric crop CNNs, blstats, text.
 
+    With the default sizes:
+
     * glyphs ``(N, 21, 79)`` -> ``nn.Embedding(MAX_GLYPH + 1, 32)`` -> full-map CNN
       (Conv 3x3/2 (16) -> Conv 3x3/2 (32) -> Conv 3x3/2 (32), ELU; 21x79 -> 3x10) and a 9x9
       crop centred on the agent at blstats ``(x, y)`` -> crop CNN (Conv 3x3/1 (16) ->
@@ -288,26 +292,30 @@ class NetHackEncoder(nn.Module):
 
     The parts are concatenated -> Linear -> ``hidden_size`` -> ELU. Other keys (tty_*) are
     ignored. About 5M multiply-adds per sample: cheap enough for CPU actors (~2 ms per forward
-    of 8 envs on one thread).
+    of 8 envs on one thread). The sizes are keyword arguments (``learner.model.encoder_kwargs``
+    in a config), so that tests and CPU-only runs can use a much smaller torso: the full-map
+    CNN is ~80% of the multiply-adds and ``full_map=False`` drops it.
 
     Input: dict of ``(N, *shape)`` tensors. Output: ``(N, hidden_size)``.
     """
 
-    EMBED_DIM = 32
-    CROP = 9
-    BLSTATS_DIM = 64
-    MESSAGE_DIM = 64
-
-    def __init__(self, obs_spec: ObsSpec, hidden_size: int) -> None:
+    def __init__(self, obs_spec: ObsSpec, hidden_size: int, *, embed_dim: int = 32,
+                 full_map: bool = True, crop_size: int = 9, blstats_dim: int = 64,
+                 message_dim: int = 64) -> None:
         """Builds the layers for ``obs_spec``.
 
         Args:
             obs_spec: Observation spec with ``glyphs`` (H, W), ``blstats`` (K >= 2,) and
                 optionally ``message`` (L,).
             hidden_size: Output width.
+            embed_dim: Width E of the glyph (and message byte) embeddings.
+            full_map: Encode the whole glyph map with a CNN (else only the crop).
+            crop_size: Side of the egocentric glyph crop (odd, >= 3).
+            blstats_dim: Width of the blstats MLP.
+            message_dim: Width of the message encoder; 0 ignores the message.
 
         Raises:
-            ValueError: The spec has no key / shape this encoder can take.
+            ValueError: The spec has no key / shape this encoder can take, or a size is invalid.
         """
         super().__init__()
         if "glyphs" not in obs_spec or "blstats" not in obs_spec:
@@ -316,56 +324,64 @@ class NetHackEncoder(nn.Module):
         if num_stats < 2 or min(height, width) < 1:
             raise ValueError(f"nethack encoder needs glyphs (H, W) and blstats (K >= 2,); got "
                              f"{obs_spec['glyphs'][0]} and {obs_spec['blstats'][0]}")
-        self.use_message = "message" in obs_spec
+        if embed_dim < 1 or blstats_dim < 1 or message_dim < 0 or crop_size < 3 or \
+                crop_size % 2 == 0:
+            raise ValueError(f"nethack encoder sizes: embed_dim, blstats_dim >= 1, message_dim "
+                             f">= 0, odd crop_size >= 3; got {embed_dim}, {blstats_dim}, "
+                             f"{message_dim}, {crop_size}")
+        self.crop_size = crop_size
+        self.use_message = "message" in obs_spec and message_dim > 0
         self.in_keys = ("glyphs", "blstats", "message") if self.use_message else ("glyphs",
                                                                                   "blstats")
-        dim = self.EMBED_DIM
+        dim = embed_dim
         self.glyph_embed = nn.Embedding(NETHACK_MAX_GLYPH + 1, dim)
-        self.map_cnn = nn.Sequential(
-            nn.Conv2d(dim, 16, 3, stride=2, padding=1), nn.ELU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ELU(),
-            nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ELU(), nn.Flatten(),
-        )
+        self.map_cnn: nn.Module | None = None
+        map_size = 0
+        if full_map:
+            self.map_cnn = nn.Sequential(
+                nn.Conv2d(dim, 16, 3, stride=2, padding=1), nn.ELU(),
+                nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ELU(),
+                nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ELU(), nn.Flatten(),
+            )
+            map_size = 32 * _conv_out(_conv_out(_conv_out(height))) * _conv_out(
+                _conv_out(_conv_out(width)))
         self.crop_cnn = nn.Sequential(
             nn.Conv2d(dim, 16, 3, padding=1), nn.ELU(),
             nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ELU(), nn.Flatten(),
         )
         self.blstats_mlp = nn.Sequential(
-            nn.Linear(num_stats, self.BLSTATS_DIM), nn.ELU(),
-            nn.Linear(self.BLSTATS_DIM, self.BLSTATS_DIM), nn.ELU(),
+            nn.Linear(num_stats, blstats_dim), nn.ELU(),
+            nn.Linear(blstats_dim, blstats_dim), nn.ELU(),
         )
-        map_size = 32 * _conv_out(_conv_out(_conv_out(height))) * _conv_out(
-            _conv_out(_conv_out(width)))
-        crop_size = 32 * _conv_out(self.CROP) ** 2
-        in_size = map_size + crop_size + self.BLSTATS_DIM
+        crop_out = 32 * _conv_out(crop_size) ** 2
+        in_size = map_size + crop_out + blstats_dim
         if self.use_message:
             self.message_embed = nn.Embedding(256, dim, padding_idx=0)
-            self.message_cnn = nn.Sequential(
-                nn.Conv1d(dim, self.MESSAGE_DIM, 4, stride=4), nn.ELU(),
-            )
-            in_size += self.MESSAGE_DIM
+            self.message_cnn = nn.Sequential(nn.Conv1d(dim, message_dim, 4, stride=4), nn.ELU())
+            in_size += message_dim
         self.out_size = hidden_size
         self.fc = nn.Sequential(layer_init(nn.Linear(in_size, hidden_size)), nn.ELU())
 
     def crop(self, glyphs: Tensor, blstats: Tensor) -> Tensor:
-        """The ``CROP x CROP`` glyph ids centred on the agent.
+        """The ``crop_size x crop_size`` glyph ids centred on the agent.
 
         Args:
             glyphs: ``(N, H, W)`` glyph ids (long).
             blstats: ``(N, K)``; columns 0 and 1 are the agent's x (column) and y (row).
 
         Returns:
-            ``(N, CROP, CROP)`` glyph ids, ``NO_GLYPH`` outside the map.
+            ``(N, C, C)`` glyph ids (C = ``crop_size``), ``NO_GLYPH`` outside the map.
         """
-        half = self.CROP // 2
+        size = self.crop_size
+        half = size // 2
         padded = nn.functional.pad(glyphs, (half, half, half, half), value=NETHACK_MAX_GLYPH)
         x = blstats[:, 0].long().clamp(0, glyphs.shape[2] - 1)  # (N,)
         y = blstats[:, 1].long().clamp(0, glyphs.shape[1] - 1)  # (N,)
-        offsets = torch.arange(self.CROP, device=glyphs.device)  # (CROP,)
-        rows = (y[:, None] + offsets)[:, :, None]  # (N, CROP, 1), padded coordinates
-        cols = (x[:, None] + offsets)[:, None, :]  # (N, 1, CROP)
+        offsets = torch.arange(size, device=glyphs.device)  # (C,)
+        rows = (y[:, None] + offsets)[:, :, None]  # (N, C, 1), padded coordinates
+        cols = (x[:, None] + offsets)[:, None, :]  # (N, 1, C)
         batch = torch.arange(len(glyphs), device=glyphs.device)[:, None, None]  # (N, 1, 1)
-        return padded[batch, rows, cols]  # (N, CROP, CROP)
+        return padded[batch, rows, cols]  # (N, C, C)
 
     def forward(self, obs: dict[str, Tensor]) -> Tensor:
         """Encodes a flat batch.
@@ -379,14 +395,16 @@ class NetHackEncoder(nn.Module):
         """
         glyphs = obs["glyphs"].long()  # (N, H, W)
         blstats = obs["blstats"]  # (N, K)
-        full = self.glyph_embed(glyphs).permute(0, 3, 1, 2)  # (N, E, H, W)
-        crop = self.glyph_embed(self.crop(glyphs, blstats)).permute(0, 3, 1, 2)  # (N, E, 9, 9)
+        crop = self.glyph_embed(self.crop(glyphs, blstats)).permute(0, 3, 1, 2)  # (N, E, C, C)
         stats = blstats.float()
         stats = torch.sign(stats) * torch.log1p(stats.abs())  # (N, K)
-        parts = [self.map_cnn(full), self.crop_cnn(crop), self.blstats_mlp(stats)]
+        parts = [self.crop_cnn(crop), self.blstats_mlp(stats)]
+        if self.map_cnn is not None:
+            full = self.glyph_embed(glyphs).permute(0, 3, 1, 2)  # (N, E, H, W)
+            parts.insert(0, self.map_cnn(full))
         if self.use_message:
             text = self.message_embed(obs["message"].long()).transpose(1, 2)  # (N, E, L)
-            parts.append(self.message_cnn(text).amax(dim=2))  # (N, MESSAGE_DIM)
+            parts.append(self.message_cnn(text).amax(dim=2))  # (N, message_dim)
         return self.fc(torch.cat(parts, dim=1))
 
 
@@ -424,25 +442,36 @@ def select_encoder_kind(obs_spec: ObsSpec) -> str:
     return "mlp"
 
 
-def build_encoder(obs_spec: ObsSpec, kind: str, hidden_size: int) -> nn.Module:
+def build_encoder(obs_spec: ObsSpec, kind: str, hidden_size: int,
+                  kwargs: Mapping[str, Any] | None = None) -> nn.Module:
     """Builds the encoder for ``kind`` (resolving ``"auto"``).
 
     Args:
         obs_spec: Observation spec.
         kind: One of ``ENCODER_KINDS``.
         hidden_size: Encoder output width.
+        kwargs: Extra keyword arguments of the encoder class (its size knobs).
 
     Returns:
         An encoder with ``in_keys`` and ``out_size`` attributes.
 
     Raises:
-        ValueError: Unknown kind, or a spec the encoder cannot take.
+        ValueError: Unknown kind, a keyword the encoder does not take, or a spec the encoder
+            cannot take.
     """
     if kind not in ENCODER_KINDS:
         raise ValueError(f"unknown encoder kind {kind!r}; valid kinds are {list(ENCODER_KINDS)}")
     if kind == "auto":
         kind = select_encoder_kind(obs_spec)
-    return _ENCODERS[kind](obs_spec, hidden_size)
+    cls = _ENCODERS[kind]
+    kwargs = dict(kwargs or {})
+    accepted = [name for name, param in inspect.signature(cls.__init__).parameters.items()
+                if param.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"encoder {kind!r} takes no {unknown}; its encoder_kwargs are "
+                         f"{accepted or 'none'}")
+    return cls(obs_spec, hidden_size, **kwargs)
 
 
 class ActorCritic(nn.Module):
@@ -461,7 +490,8 @@ class ActorCritic(nn.Module):
         Args:
             obs_spec: Observation spec.
             num_actions: Number of discrete actions A.
-            cfg: Has ``kind``, ``hidden_size``, ``core`` and ``core_size``.
+            cfg: Has ``kind``, ``hidden_size``, ``core`` and ``core_size`` (and optionally
+                ``encoder_kwargs``).
             num_value_heads: V >= 1; head 0 is the main (extrinsic or combined) value, the
                 others are separate intrinsic-reward streams.
 
@@ -471,7 +501,8 @@ class ActorCritic(nn.Module):
         super().__init__()
         if cfg.core not in CORE_KINDS:
             raise ValueError(f"unknown core {cfg.core!r}; valid cores are {list(CORE_KINDS)}")
-        self.encoder = build_encoder(obs_spec, cfg.kind, cfg.hidden_size)
+        self.encoder = build_encoder(obs_spec, cfg.kind, cfg.hidden_size,
+                                     getattr(cfg, "encoder_kwargs", None))
         features = self.encoder.out_size
         self.core: nn.GRUCell | None = None
         self.core_size = 0

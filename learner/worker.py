@@ -61,12 +61,14 @@ class EpisodeStatsLog:
 
     Numeric stats: mean over the last ``window`` episodes, like ``episode/return``, tagged
     ``<prefix>/<name>``. Labels: all-time episode counts per value, as ``<prefix>/<label>/<value>``
-    scalars for the ``TOP`` most frequent values and a text table ``<prefix>/<label>`` of all.
+    scalars for the ``TOP`` most frequent values and a text table ``<prefix>/<label>`` of the
+    ``TEXT_ROWS`` most frequent.
     At most ``MAX_VALUES`` distinct values are kept per label (later ones count as "other"), so
     a flood of new labels cannot grow the learner's memory.
     """
 
     TOP = 8
+    TEXT_ROWS = 100
     MAX_VALUES = 1000
 
     def __init__(self, spec: EpisodeStatsSpec, window: int) -> None:
@@ -120,7 +122,10 @@ class EpisodeStatsLog:
         for name in sorted(self.changed):
             counts = self.counts[name]
             total = sum(counts.values())
-            rows = [f"| {value} | {n} | {n / total:.1%} |" for value, n in counts.most_common()]
+            rows = [f"| {value} | {n} | {n / total:.1%} |"
+                    for value, n in counts.most_common(self.TEXT_ROWS)]
+            if len(counts) > self.TEXT_ROWS:
+                rows.append(f"| ({len(counts) - self.TEXT_ROWS} more) | | |")
             out[f"{self.spec.prefix}/{name}"] = "\n".join(
                 [f"| {name} | episodes | share |", "|---|---:|---:|", *rows])
         self.changed.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -14,9 +15,10 @@ from nle import nethack
 
 from actors import nethack_tasks
 from actors.envs import make_vec_env
-from actors.nethack import NetHackVecEnv, _death_cause
+from actors.nethack import EPISODE_STATS, NetHackVecEnv, _death_cause, _xlogfile
 from actors.nethack_tasks import DepthGoal, EndStatus, action_set, make_nle_env
 from explorer.config import ConfigError, load_config
+from explorer.specs import pack_episode_stats, unpack_episode_stats
 
 WAIT = 19  # index of MiscDirection.WAIT in NLE's task action set
 SPEC = {
@@ -95,7 +97,7 @@ def test_truncation_then_next_step_reset_like_envpool() -> None:
     assert result.obs["blstats"][0, nethack.NLE_BL_TIME] == 1  # the new episode's first obs
     (info,) = env.episode_info()
     assert info["end"] == "aborted" and info["steps"] == 4 and info["death"] == ""
-    assert info["max_depth"] == 1 and info["turns"] >= 1 and env.episode_info() == []
+    assert info["depth"] == 1 and info["turns"] >= 1 and env.episode_info() == []
 
 
 def test_termination_then_reset_ignores_the_action(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -240,3 +242,84 @@ def test_config_accepts_nethack_ids_and_lists_them_on_typos() -> None:
     assert "NetHack tasks: " in line and "NetHackStaircaseLvl4-v0" in line
     with pytest.raises(ConfigError, match="nle knows it"):
         load_config(None, ["env.id=NetHackScore-v0", "env.backend=gymnasium"])
+
+
+def _play_until_deaths(env: NetHackVecEnv, deaths: int, seed: int, before_step=None
+                       ) -> tuple[list[dict], list[dict]]:
+    """Random extended actions (PRAY angers the god fast) until ``deaths`` characters died.
+
+    Returns ``episode_info()`` of every finished episode and, per episode, what the test saw
+    itself: the set of messages, the blstats of the step before the end, NLE's end type.
+    """
+    rng = np.random.default_rng(seed)
+    obs = env.reset()
+    seen = [{"messages": {bytes(obs["message"][i])} - {bytes(256)}, "prev": None}
+            for i in range(env.num_envs)]
+    infos: list[dict] = []
+    mine: list[dict] = []
+    reset_next = np.zeros(env.num_envs, dtype=bool)
+    for _ in range(20_000):
+        if before_step is not None:
+            before_step(env)
+        prev = obs
+        result = env.step(rng.integers(0, env.spec.num_actions, env.num_envs))
+        obs = result.obs
+        for i in range(env.num_envs):
+            message = bytes(obs["message"][i])
+            if reset_next[i]:  # an auto-reset step: a new episode starts with this obs
+                seen[i] = {"messages": {message} - {bytes(256)}, "prev": None}
+                continue
+            seen[i]["messages"] |= {message} - {bytes(256)}
+            seen[i]["prev"] = prev["blstats"][i].copy()
+        done = result.terminated | result.truncated
+        for i in np.flatnonzero(done):
+            mine.append({"how_done": env._envs[i].unwrapped.nethack.how_done(), **seen[i]})
+        reset_next = done
+        infos += env.episode_info()
+        if sum(info["end"] == "death" for info in infos) >= deaths:
+            return infos, mine
+    raise AssertionError(f"fewer than {deaths} deaths in 20,000 steps: {infos}")
+
+
+def test_episode_info_of_real_deaths() -> None:
+    env = _env(2, seed=11, actions="extended")
+    assert env.spec.episode_stats is EPISODE_STATS
+    infos, mine = _play_until_deaths(env, deaths=3, seed=0)
+    assert len(infos) == len(mine)
+    for info, seen in zip(infos, mine, strict=True):
+        assert set(info) == {*EPISODE_STATS.values, *EPISODE_STATS.labels, "steps"}
+        assert info["end"] in ("death", "aborted")
+        if info["end"] != "death":
+            assert info["death"] == ""
+            continue
+        # NLE zeroes blstats when the character dies: stats come from the step before
+        prev = seen["prev"]
+        assert info["score"] == prev[nethack.NLE_BL_SCORE] and info["turns"] == prev[
+            nethack.NLE_BL_TIME] > 0
+        assert info["gold"] == prev[nethack.NLE_BL_GOLD]
+        assert info["xp_level"] == prev[nethack.NLE_BL_XP] >= 1 and info["depth"] >= 1
+        assert info["unique_messages"] == len(seen["messages"]) >= 2
+        # how_done() == DIED is NetHack's "killed by <something>" (from the xlogfile)
+        assert seen["how_done"] == nethack.DIED
+        assert info["death"].startswith("killed by "), info["death"]
+        assert " a " not in info["death"] and ", while" not in info["death"]
+    assert env.episode_info() == []
+    # the labels go on the wire as [a-z0-9_]
+    values, labels = unpack_episode_stats(pack_episode_stats(infos, EPISODE_STATS),
+                                          EPISODE_STATS)
+    assert values.shape == (len(infos), 6) and values[:, 0].tolist() == [
+        i["score"] for i in infos]
+    deaths = [lab[1] for lab in labels if lab[0] == "death"]
+    assert deaths and all(d.startswith("killed_by_") for d in deaths)
+
+
+def test_death_reason_falls_back_to_nle_end_type_without_xlogfile() -> None:
+    env = _env(1, seed=11, actions="extended")
+
+    def remove_xlogfile(env: NetHackVecEnv) -> None:
+        path = _xlogfile(env._envs[0])
+        if path is not None and os.path.exists(path):
+            os.remove(path)
+
+    infos, _ = _play_until_deaths(env, deaths=1, seed=0, before_step=remove_xlogfile)
+    assert [i["death"] for i in infos if i["end"] == "death"] == ["died"]
