@@ -168,8 +168,19 @@ def make_vec_env(env_cfg: Any, num_envs: int, seed: int) -> VecEnv:
     """Build ``num_envs`` envs of ``env_cfg.id`` on the configured backend.
 
     ``backend="auto"`` takes NLE for NetHack task ids, EnvPool when it knows the id, else
-    gymnasium.
+    gymnasium. ``env_cfg.noisy_tv`` wraps the result in ``actors.noisy_tv.NoisyTVVecEnv``.
     """
+    env = _make_backend(env_cfg, num_envs, seed)
+    # getattr: callers may pass any object with the EnvConfig fields, older ones lack noisy_tv
+    if getattr(env_cfg, "noisy_tv", False):
+        from actors.noisy_tv import NoisyTVVecEnv  # imports actors.envs itself
+
+        env = NoisyTVVecEnv(env, env_id=env_cfg.id, seed=seed)
+    return env
+
+
+def _make_backend(env_cfg: Any, num_envs: int, seed: int) -> VecEnv:
+    """The backend env of :func:`make_vec_env`, unwrapped."""
     backend = env_cfg.backend
     if backend == "auto" and env_cfg.id in (nle_ids() or ()):
         backend = "nle"
