@@ -60,8 +60,10 @@ def make_text_source(spec: str) -> TextSource:
         raise ValueError(f"cannot import text source {spec!r}: {err}") from None
 
 
-def decode_texts(frame: bytes) -> tuple[int, list[str]]:
-    """Parse a texts message; raises ValueError naming what is wrong."""
+def parse_texts_message(frame: bytes) -> tuple[int, list[str], list[str]]:
+    """Parse a texts message into (actor_id, new texts, hot texts); raises ValueError naming
+    what is wrong. ``hot`` (optional) re-announces texts already sent that keep recurring, so
+    the labeler can label frequent texts first."""
     try:
         msg = msgpack.unpackb(frame, raw=False, max_bin_len=0)
     except Exception as exc:  # noqa: BLE001 - msgpack raises many types on garbage input
@@ -69,10 +71,17 @@ def decode_texts(frame: bytes) -> tuple[int, list[str]]:
     if not isinstance(msg, dict) or msg.get("v") != TEXT_PROTOCOL_VERSION:
         raise ValueError("texts message: not a map with protocol version "
                          f"{TEXT_PROTOCOL_VERSION}")
-    texts, actor_id = msg.get("texts"), msg.get("actor_id")
-    if not isinstance(actor_id, int) or not isinstance(texts, list) or not all(
-            isinstance(t, str) for t in texts):
-        raise ValueError("texts message: needs int actor_id and a list of strings")
+    texts, actor_id, hot = msg.get("texts"), msg.get("actor_id"), msg.get("hot", [])
+    if not isinstance(actor_id, int) or not all(
+            isinstance(x, list) and all(isinstance(t, str) for t in x) for x in (texts, hot)):
+        raise ValueError("texts message: needs int actor_id and lists of strings")
+    return actor_id, texts, hot
+
+
+def decode_texts(frame: bytes) -> tuple[int, list[str]]:
+    """Parse a texts message into (actor_id, new texts); raises ValueError naming what is
+    wrong."""
+    actor_id, texts, _ = parse_texts_message(frame)
     return actor_id, texts
 
 
@@ -97,8 +106,10 @@ class TextCapture:
         self.batch_size = batch_size
         self.sent_capacity = sent_capacity
         self.counts: list[collections.Counter] = [collections.Counter() for _ in range(num_envs)]
-        self.sent: collections.OrderedDict[int, None] = collections.OrderedDict()
+        #: text id -> occurrences since it was sent (LRU-bounded)
+        self.sent: collections.OrderedDict[int, int] = collections.OrderedDict()
         self.pending: dict[int, str] = {}
+        self.hot: dict[int, str] = {}
         self.stats = collections.Counter()
 
     def observe(self, obs: dict[str, np.ndarray], env: Any, hashes: np.ndarray,
@@ -112,9 +123,14 @@ class TextCapture:
                 continue
             self.counts[i][key] += 1
             counts[i] = self.counts[i][key]
-            if key not in self.sent and key not in self.pending:
+            seen = self.sent.get(key)
+            if seen is not None:
+                self.sent[key] = seen = seen + 1
+                if seen >= 4 and seen & (seen - 1) == 0:  # 4, 8, 16, ...: still recurring
+                    self.hot[key] = text[:_MAX_TEXT_CHARS]
+            elif key not in self.pending:
                 self.pending[key] = text[:_MAX_TEXT_CHARS]
-        if len(self.pending) >= self.batch_size:
+        if len(self.pending) + len(self.hot) >= self.batch_size:
             self.flush()
 
     def end_episodes(self, ended: np.ndarray) -> None:
@@ -127,22 +143,26 @@ class TextCapture:
         if self.socket is None:  # counting only: nobody to label them
             self.pending.clear()
             return
-        if not self.pending:
+        if not self.pending and not self.hot:
             return
         frame = msgpack.packb({"v": TEXT_PROTOCOL_VERSION, "actor_id": self.actor_id,
-                               "texts": list(self.pending.values())}, use_bin_type=True)
+                               "texts": list(self.pending.values()),
+                               "hot": list(self.hot.values())}, use_bin_type=True)
         try:
             self.socket.send(frame, zmq.NOBLOCK)
         except zmq.Again:
             self.stats["send_full"] += 1
+            self.hot.clear()  # a hint only: the next doubling re-announces them
             if len(self.pending) > 10 * self.batch_size:  # bounded: drop the oldest half
                 for key in list(self.pending)[: len(self.pending) // 2]:
                     del self.pending[key]
                     self.stats["dropped"] += 1
             return
         self.stats["sent"] += len(self.pending)
+        self.stats["hot_sent"] += len(self.hot)
         for key in self.pending:
-            self.sent[key] = None
+            self.sent[key] = 1
         while len(self.sent) > self.sent_capacity:
             self.sent.popitem(last=False)
         self.pending.clear()
+        self.hot.clear()

@@ -58,7 +58,8 @@ class PendingQueue:
         self._inflight: OrderedDict[str, None] = OrderedDict()  # popped, not yet done
         self._failures: OrderedDict[str, int] = OrderedDict()   # text -> failed attempts
         self._counts = {"enqueued": 0, "duplicates": 0, "known_skipped": 0, "dropped": 0,
-                        "popped": 0, "requeued": 0, "released": 0, "abandoned": 0}
+                        "popped": 0, "requeued": 0, "released": 0, "bumped": 0,
+                        "abandoned": 0}
 
     def _admit(self, text: str) -> bool:
         if text in self._items or text in self._inflight:
@@ -151,6 +152,22 @@ class PendingQueue:
                 self._counts["requeued"] += 1
                 back += 1
         return back
+
+    def bump(self, texts: Iterable[str]) -> int:
+        """Move waiting texts to the newest end (popped next): actors re-announce texts that
+        keep recurring, so under a backlog the frequent ones are labelled first.
+
+        Returns:
+            How many were waiting and moved (others are ignored).
+        """
+        moved = 0
+        with self._lock:
+            for text in texts:
+                if text in self._items:
+                    self._items.move_to_end(text, last=True)
+                    moved += 1
+            self._counts["bumped"] += moved
+        return moved
 
     def release(self, texts: Iterable[str]) -> int:
         """Put in-flight texts back *without* counting a failure: nothing was wrong with them,

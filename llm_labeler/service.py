@@ -28,7 +28,7 @@ from typing import Any
 
 import zmq
 
-from actors.texts import decode_texts
+from actors.texts import parse_texts_message
 from explorer.sockets import bind
 from explorer.text_ids import text_id
 from llm_labeler.protocol import Label, LabelerError, as_sync
@@ -198,6 +198,7 @@ class LabelerService:
         if not self.pull.poll(timeout_ms):
             return
         fresh: list[str] = []
+        recurring: list[str] = []
         while self.pull.poll(0):
             frames = self.pull.recv_multipart()
             self.counts["messages"] += 1
@@ -205,12 +206,13 @@ class LabelerService:
                 self.counts["dropped_messages"] += 1
                 continue
             try:
-                _, texts = decode_texts(frames[0])
+                _, texts, hot = parse_texts_message(frames[0])
             except ValueError:
                 self.counts["dropped_messages"] += 1
                 continue
             self.counts["texts_received"] += len(texts)
             fresh.extend(text[:_MAX_TEXT_CHARS] for text in texts)
+            recurring.extend(text[:_MAX_TEXT_CHARS] for text in hot)
         ids = [text_id(t) for t in fresh]
         self.counts["store_hits"] += sum(key in self.model.labels for key in ids)
         new = list(dict.fromkeys(t for t, key in zip(fresh, ids, strict=True)
@@ -219,6 +221,7 @@ class LabelerService:
             self.model.add_texts(new)
             self.store.add_seen(new)
             self.queue.extend(new)
+        self.queue.bump(recurring)  # frequent texts first
 
     def _collect(self) -> None:
         while True:

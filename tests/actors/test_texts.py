@@ -134,3 +134,33 @@ def test_actor_ships_babyai_missions_and_counts(tmp_path: Path) -> None:
     # a mission is shown at every step of an episode: its count grows 1, 2, 3, ...
     assert counts.max() > 16
     assert (np.concatenate([r.arrays["text_hash"] for r in rollouts]) != 0).all()
+
+
+def test_recurring_texts_are_re_announced_as_hot_at_doublings(tmp_path: Path) -> None:
+    from actors.texts import parse_texts_message
+
+    ctx = zmq.Context()
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    pull.bind(f"ipc://{tmp_path}/labeler")
+    push.connect(f"ipc://{tmp_path}/labeler")
+    try:
+        capture = TextCapture(make_text_source("nethack_message"), 1, actor_id=0, socket=push,
+                              batch_size=1)
+        row_h, row_c = np.zeros(1, np.int64), np.zeros(1, np.int32)
+        steps = [["hot"]] * 16 + [["cold"]]
+        env = _ScriptedEnv(steps)
+        for _ in steps:
+            capture.observe({}, env, row_h, row_c)
+        capture.flush()
+        new, hot = [], []
+        while pull.poll(500):
+            _, texts, recurring = parse_texts_message(pull.recv())
+            new += texts
+            hot += recurring
+        assert new == ["hot", "cold"]  # each text sent once as new...
+        assert hot == ["hot", "hot", "hot"]  # ...and re-announced at occurrences 4, 8, 16
+        assert capture.stats["hot_sent"] == 3
+    finally:
+        pull.close(0)
+        push.close(0)
+        ctx.term()

@@ -113,3 +113,14 @@ def test_bad_arguments() -> None:
         PendingQueue(0)
     with pytest.raises(ValueError, match="max_attempts"):
         PendingQueue(5, max_attempts=0)
+
+
+def test_bump_moves_waiting_texts_to_the_front_only() -> None:
+    queue = PendingQueue(10)
+    queue.extend(["a", "b", "c"])
+    queue.pop_batch(0)
+    assert queue.bump(["a", "zzz"]) == 1
+    assert queue.pop_batch(1) == ["a"]  # bumped: popped before the newer "c"
+    assert queue.bump(["a"]) == 0  # in flight: left alone
+    assert queue.pop_batch(2) == ["c", "b"]
+    assert queue.stats()["bumped"] == 1

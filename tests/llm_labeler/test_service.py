@@ -255,3 +255,18 @@ def test_ranking_asks_the_llm_to_compare_pairs(tmp_path: Path) -> None:
             assert np.mean(kills) > np.mean(others) + 0.5
         finally:
             h.close()
+
+
+def test_recurring_texts_are_labelled_first(tmp_path: Path) -> None:
+    h = Harness(tmp_path, batch_size=1)
+    try:
+        h.service._stop.set()  # no labelling: watch the queue order alone
+        h.service._worker.join()
+        h.send([_frame(["first", "second", "third"])])
+        h.table_until(lambda t, m: m.get("texts_received") == 3)
+        h.send([msgpack.packb({"v": TEXT_PROTOCOL_VERSION, "actor_id": 1, "texts": [],
+                               "hot": ["first"]}, use_bin_type=True)])
+        h.table_until(lambda t, m: h.service.queue.stats()["bumped"] == 1)
+        assert h.service.queue.pop_batch(3) == ["first", "third", "second"]
+    finally:
+        h.close()
