@@ -20,9 +20,12 @@ coef 0.1; a seed fixes a distribution, not a trajectory: actors and learner run 
 - 100-step episodes, 400k: counts 0.71 / 0.74 / 0.75, NovelD 0.34, RND 0.0, plain 0.0 / 0.0 /
   0.70.
 
-A seeded attempt runs both arms; the test passes on the first attempt whose bonus arm reaches
-``TARGET`` (one per seed of ``SEEDS``: about one attempt in six fails, per the trials above), and
-every plain run, given the whole budget, must stay below ``BASELINE_CEILING`` throughout.
+Both arms run for every seed of ``SEEDS`` and stop as soon as their last 100 episodes average
+``TARGET``; a run that never gets there counts its whole budget. Single runs are noisy both ways
+(about one bonus run in six misses the target by 300k; plain runs solved it at ~209k and ~290k
+in two of the last eight), so the test compares the arms over all seeds: the bonus arm must
+reach the target in at least half of its runs and in more runs than plain APPO, and need
+``MARGIN`` fewer env steps on average.
 """
 
 from __future__ import annotations
@@ -39,11 +42,11 @@ from explorer.supervisor import RunResult, Supervisor
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "exploration_minigrid.yaml"
 TASK = ["env.id=MiniGrid-Empty-16x16-v0", "env.max_episode_steps=64"]
 STEPS = 300_000
-SEEDS = (2, 3, 5)
-#: The bonus arm stops as soon as its last 100 episodes average this (the best is ~0.6).
+SEEDS = (2, 3, 5, 7)
+#: A run stops as soon as its last 100 episodes average this (the best is ~0.6).
 TARGET = 0.15
-#: Plain APPO stayed at <= 0.002 up to 300k steps in all five 64-step trials.
-BASELINE_CEILING = 0.05
+#: Fewer env steps the bonus arm must need on average (it solves at ~100-200k when it does).
+MARGIN = 25_000
 
 
 def _train(tmp_path: Path, name: str, seed: int, *overrides: str) -> RunResult:
@@ -56,39 +59,17 @@ def _train(tmp_path: Path, name: str, seed: int, *overrides: str) -> RunResult:
     return result
 
 
-def _best_logged_return(run_dir: Path) -> float:
-    """Highest ``episode/return`` logged once it averaged 100 episodes (not one lucky one)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    best = 0.0
-    for events in (run_dir / "tb").glob("events.out.tfevents.*"):
-        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        acc.Reload()
-        if "episode/return" not in acc.Tags()["scalars"]:
-            continue
-        counts = {e.step: e.value for e in acc.Scalars("episode/count")}
-        best = max([best, *(e.value for e in acc.Scalars("episode/return")
-                            if counts.get(e.step, 0) >= 100)])
-    return best
-
-
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(1800)
 def test_count_bonus_solves_sparse_empty_16x16_where_plain_appo_does_not(tmp_path: Path) -> None:
-    attempts = []
+    runs: dict[str, list[tuple[bool, int]]] = {"counts": [], "plain": []}
     for seed in SEEDS:
-        bonus = _train(tmp_path, f"counts_s{seed}", seed,
-                       "intrinsic=[{name: counts, coef: 0.1}]", f"target_return={TARGET}")
-        baseline = _train(tmp_path, f"baseline_s{seed}", seed, "intrinsic=[]")
-        # plain APPO, given every step of the budget, stays near zero the whole run
-        assert baseline.env_steps >= STEPS
-        assert baseline.last_status["episode_return"] < BASELINE_CEILING, baseline.last_status
-        assert _best_logged_return(baseline.run_dir) < BASELINE_CEILING, f"seed {seed}"
-        attempts.append((seed, bonus.env_steps, bonus.last_status["episode_return"],
-                         baseline.last_status["episode_return"]))
-        if bonus.last_status["episode_return"] >= TARGET:
-            break
-    _, steps, bonus_return, baseline_return = attempts[-1]
-    # with the bonus, the same system reached the target within the same budget
-    assert bonus_return >= TARGET, f"no bonus run reached {TARGET}: {attempts}"
-    assert steps < STEPS, attempts
-    assert bonus_return > baseline_return + 0.1, attempts
+        for arm, bonus in (("counts", "[{name: counts, coef: 0.1}]"), ("plain", "[]")):
+            result = _train(tmp_path, f"{arm}_s{seed}", seed, f"intrinsic={bonus}",
+                            f"target_return={TARGET}")
+            solved = result.last_status["episode_return"] >= TARGET
+            runs[arm].append((solved, result.env_steps if solved else STEPS))
+    print(f"(solved, env steps) per seed {SEEDS}: {runs}")
+    solves = {arm: sum(s for s, _ in r) for arm, r in runs.items()}
+    steps = {arm: sum(n for _, n in r) / len(r) for arm, r in runs.items()}
+    assert solves["counts"] >= len(SEEDS) / 2 and solves["counts"] > solves["plain"], runs
+    assert steps["counts"] + MARGIN < steps["plain"], runs
