@@ -163,28 +163,37 @@ class Supervisor:
         _start_ignoring_sigint(slot.process)
         slot.restart_at = None
 
-    def _wait_labeler_ready(self) -> bool:
-        """First start: wait for the labeler's addresses (it binds, actors connect)."""
+    def _await_report(self, process: Any, kinds: set[str]) -> tuple[str, dict] | None:
+        """The first status report of one of ``kinds``; None if ``process`` died first, no
+        report came in time, or Ctrl-C."""
         deadline = time.monotonic() + _READY_TIMEOUT_S
         while time.monotonic() < deadline and not self._interrupted:
             try:
                 kind, payload = self.status_queue.get(timeout=_TICK_S)
             except queue.Empty:
-                if not self.labeler.process.is_alive():
-                    self.labeler.error = self.labeler.error or (
-                        f"exit code {self.labeler.process.exitcode}")
-                    return False
+                if not process.is_alive():
+                    return None
                 continue
-            if kind == "labeler_failed":
-                self.labeler.error = payload["error"]
-            elif kind == "labeler_ready":
-                self.labeler.texts, self.labeler.updates = payload["texts"], payload["updates"]
-                self._event(f"started labeler (pid {self.labeler.process.pid}; "
-                            f"{payload['labels']} labels and {payload['seen']} texts in its "
-                            f"store, {payload['queued']} queued)")
-                return True
-        self.labeler.error = self.labeler.error or "no ready report in time"
-        return False
+            if kind in kinds:
+                return kind, payload
+        return None
+
+    def _wait_labeler_ready(self) -> bool:
+        """First start: wait for the labeler's addresses (it binds, actors connect)."""
+        proc = self.labeler.process
+        report = self._await_report(proc, {"labeler_ready", "labeler_failed"})
+        if report is None:
+            self.labeler.error = ("no ready report in time" if proc.is_alive()
+                                  else f"exit code {proc.exitcode}")
+            return False
+        kind, payload = report
+        if kind == "labeler_failed":
+            self.labeler.error = payload["error"]
+            return False
+        self.labeler.texts, self.labeler.updates = payload["texts"], payload["updates"]
+        self._event(f"started labeler (pid {proc.pid}; {payload['labels']} labels and "
+                    f"{payload['seen']} texts in its store, {payload['queued']} queued)")
+        return True
 
     def _connect_labeler(self) -> None:
         """Start (or find) the labeler and point actors at it."""
@@ -233,18 +242,10 @@ class Supervisor:
         self._event(f"started learner (pid {self.learner.pid})")
 
     def _wait_ready(self) -> bool:
-        deadline = time.monotonic() + _READY_TIMEOUT_S
-        while time.monotonic() < deadline and not self._interrupted:
-            try:
-                kind, payload = self.status_queue.get(timeout=_TICK_S)
-            except queue.Empty:
-                if not self.learner.is_alive():
-                    return False
-                continue
-            if kind == "ready":
-                self.addresses = payload
-                return True
-        return False
+        report = self._await_report(self.learner, {"ready"})
+        if report is not None:
+            self.addresses = report[1]
+        return report is not None
 
     def _start_actor(self, slot: _ActorSlot) -> None:
         env_seed, torch_seed = self._seeds(slot.actor_id, slot.incarnation)
