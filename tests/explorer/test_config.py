@@ -304,3 +304,30 @@ env:
         "actors.num_procs: expected int, got False (bool)",
     }
     assert lines[-1].startswith("env.id: unknown env 'MiniGrid-Empty-5x5-v9'")
+
+
+# --------------------------------------------------------------------------- llm_labeler
+
+
+def test_labeler_needs_a_text_source_and_a_known_name() -> None:
+    lines = problems(overrides=["llm_labeler.labeler=embeding"])
+    assert any(line.startswith("llm_labeler.labeler: needs text.source") for line in lines)
+    assert any("unknown labeler 'embeding'; did you mean 'embedding'?" in line
+               for line in lines)
+
+
+def test_labeler_import_path_must_name_an_importable_module() -> None:
+    lines = problems(overrides=["text.source=babyai_mission",
+                                "llm_labeler.labeler=no_such_pkg.mod:Labeler"])
+    assert lines == ["llm_labeler.labeler: cannot find module 'no_such_pkg.mod' of "
+                     "'no_such_pkg.mod:Labeler'"]
+
+
+def test_external_labeler_needs_fixed_addresses_and_reward_model_is_a_choice() -> None:
+    lines = problems(overrides=["text.source=babyai_mission", "llm_labeler.labeler=rules",
+                                "llm_labeler.external=true", "llm_labeler.reward_model=rank"])
+    assert any(line.startswith("llm_labeler.external: needs fixed") for line in lines)
+    assert any("llm_labeler.reward_model" in line for line in lines)
+    cfg = load_config(None, ["text.source=babyai_mission", "llm_labeler.labeler=rules",
+                             "llm_labeler.backend.default=1"])
+    assert cfg.llm_labeler.backend == {"default": 1}
