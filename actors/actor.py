@@ -23,6 +23,7 @@ from actors.texts import TextCapture, make_text_source
 from explorer.specs import EnvSpec, pack_episode_stats, weights_schema
 from explorer.wire import KIND_ROLLOUT, DropCounter, Message, WireError, decode, encode
 from learner.models import make_actor_critic, obs_to_torch
+from llm_labeler.updates import TableSubscriber
 
 __all__ = ["Actor", "ActorArgs", "ActorStopped", "actor_main"]
 
@@ -68,8 +69,12 @@ class Actor:
         self.policy_version = -1
         self.weight_drops = DropCounter()
         self.ring = RolloutRing(args.env_spec, self.rollout_len, self.num_envs,
-                                self.model.core_size, _RING_SETS, texts=cfg.text.source is not None)
+                                self.model.core_size, _RING_SETS,
+                                text_units=cfg.text.wire_units())
         self.texts = self._make_text_capture(cfg, ctx)
+        self.label_updates = (TableSubscriber(ctx, cfg.text.updates_address)
+                              if self.texts is not None and cfg.text.updates_address else None)
+        self.label_version = -1
 
         self.push = ctx.socket(zmq.PUSH)
         self.push.setsockopt(zmq.SNDHWM, cfg.wire.send_hwm)
@@ -97,7 +102,8 @@ class Actor:
             socket.setsockopt(zmq.LINGER, 0)
             socket.connect(cfg.text.labeler_address)
         return TextCapture(make_text_source(cfg.text.source), self.num_envs, self.args.actor_id,
-                           socket, cfg.text.batch_size, cfg.text.sent_capacity)
+                           socket, cfg.text.batch_size, cfg.text.sent_capacity,
+                           cfg.text.units, cfg.text.max_units)
 
     # -- weights ---------------------------------------------------------------------------
     def _apply_weights(self, frames: list[Any]) -> None:
@@ -125,6 +131,21 @@ class Actor:
                 return
             self._check_stop()
             self.sub.poll(_POLL_MS)
+
+    def poll_label_updates(self) -> None:
+        """Tell text capture which texts the labeler already has (newest table; never waits)."""
+        if self.label_updates is None:
+            return
+        msg = self.label_updates.poll()
+        if msg is not None and msg.policy_version != self.label_version:
+            self.texts.mark_known(msg.arrays["ids"])
+            self.label_version = msg.policy_version
+
+    def _text_meta(self) -> dict[str, float]:
+        stats = self.texts.stats
+        return {"texts_sent": stats["sent"], "texts_hot_sent": stats["hot_sent"],
+                "texts_send_full": stats["send_full"], "texts_known": len(self.texts.known),
+                "texts_skipped_known": stats["skipped_known"]}
 
     # -- sending ---------------------------------------------------------------------------
     def _check_stop(self) -> None:
@@ -230,15 +251,19 @@ class Actor:
                 window_start, window_steps, window_blocked = now, 0, self.blocked_s
             if self.texts is not None:
                 self.texts.flush()
+                meta.update(self._text_meta())
             episodes = (None if stats_spec is None
                         else pack_episode_stats(self.env.episode_info(), stats_spec))
             self.send(storage, np.asarray(finished_returns, dtype=np.float32),
                       np.asarray(finished_lengths, dtype=np.int32), meta, episodes)
             self.poll_weights(wait=False)
+            self.poll_label_updates()
 
     def close(self) -> None:
         if self.texts is not None and self.texts.socket is not None:
             self.texts.socket.close(0)
+        if self.label_updates is not None:
+            self.label_updates.close()
         self.push.close(0)
         self.sub.close(0)
         self.env.close()

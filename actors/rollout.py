@@ -18,8 +18,8 @@ class RolloutStorage:
     """Arrays of one rollout, time-major: (T+1, B, ...) for obs/values, (T, B) for the rest."""
 
     def __init__(self, spec: EnvSpec, rollout_len: int, num_envs: int, core_size: int,
-                 texts: bool = False) -> None:
-        t, b = rollout_len, num_envs
+                 text_units: int = 0) -> None:
+        t, b, u = rollout_len, num_envs, text_units
         self.obs = {k: np.zeros((t + 1, b, *shape), dtype=dtype)  # (T+1, B, *obs_shape)
                     for k, (shape, dtype) in spec.obs_spec.items()}
         self.actions = np.zeros((t, b), dtype=np.int64)
@@ -31,8 +31,8 @@ class RolloutStorage:
         self.valid = np.zeros((t, b), dtype=bool)
         self.episode_start = np.zeros((t, b), dtype=bool)
         self.core_state = np.zeros((b, core_size), dtype=np.float32)
-        self.text_hash = np.zeros((t, b), dtype=np.int64) if texts else None
-        self.text_count = np.zeros((t, b), dtype=np.int32) if texts else None
+        self.text_hash = np.zeros((t, b, u), dtype=np.int64) if u else None
+        self.text_count = np.zeros((t, b, u), dtype=np.int32) if u else None
         self.tracker: zmq.MessageTracker | None = None
 
     def arrays(self, ep_returns: np.ndarray, ep_lengths: np.ndarray) -> dict[str, np.ndarray]:
@@ -53,8 +53,8 @@ class RolloutRing:
     """``num_sets`` storages used in turn; ``next()`` blocks until the oldest send is done."""
 
     def __init__(self, spec: EnvSpec, rollout_len: int, num_envs: int, core_size: int,
-                 num_sets: int, texts: bool = False) -> None:
-        self._sets = [RolloutStorage(spec, rollout_len, num_envs, core_size, texts)
+                 num_sets: int, text_units: int = 0) -> None:
+        self._sets = [RolloutStorage(spec, rollout_len, num_envs, core_size, text_units)
                       for _ in range(num_sets)]
         self._index = -1
 

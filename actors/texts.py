@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import importlib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -21,10 +22,12 @@ import zmq
 from explorer.text_ids import text_id as text_hash
 
 __all__ = ["TEXT_PROTOCOL_VERSION", "TextCapture", "decode_texts", "make_text_source",
-           "text_hash"]
+           "split_units", "text_hash"]
 
 TEXT_PROTOCOL_VERSION = 1
 _MAX_TEXT_CHARS = 4096
+#: NetHack (and most game text) separates sentences on one line with two spaces.
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s{2,}")
 
 TextSource = Callable[[dict[str, np.ndarray], Any], list[str]]
 
@@ -78,6 +81,14 @@ def parse_texts_message(frame: bytes) -> tuple[int, list[str], list[str]]:
     return actor_id, texts, hot
 
 
+def split_units(text: str, max_units: int) -> list[str]:
+    """The sentences of ``text`` (at most ``max_units``: the rest stay joined in the last)."""
+    parts = [p for p in _SENTENCE_BREAK.split(text.strip()) if p]
+    if len(parts) > max_units:
+        parts[max_units - 1:] = ["  ".join(parts[max_units - 1:])]
+    return parts
+
+
 def decode_texts(frame: bytes) -> tuple[int, list[str]]:
     """Parse a texts message into (actor_id, new texts); raises ValueError naming what is
     wrong."""
@@ -86,7 +97,10 @@ def decode_texts(frame: bytes) -> tuple[int, list[str]]:
 
 
 class TextCapture:
-    """Per-env episode counts of texts, and batched sending of new ones.
+    """Per-env episode counts of text units, and batched sending of new ones.
+
+    A unit is what gets one label: the whole text a step shows, or (``units="sentences"``)
+    each of its sentences.
 
     Args:
         source: returns the B texts the envs show after a step.
@@ -95,11 +109,18 @@ class TextCapture:
         socket: a connected PUSH socket, or None to only count (no labeler).
         batch_size: texts per message to the labeler.
         sent_capacity: size of the "already sent" LRU set.
+        units: ``message`` or ``sentences``.
+        max_units: U, units per step on the wire (1 for ``message``).
     """
 
     def __init__(self, source: TextSource, num_envs: int, actor_id: int,
                  socket: zmq.Socket | None, batch_size: int = 64,
-                 sent_capacity: int = 100_000) -> None:
+                 sent_capacity: int = 100_000, units: str = "message",
+                 max_units: int = 1) -> None:
+        if units not in ("message", "sentences"):
+            raise ValueError(f"text units must be 'message' or 'sentences', not {units!r}")
+        self.max_units = 1 if units == "message" else max_units
+        self._split = units == "sentences"
         self.source = source
         self.actor_id = actor_id
         self.socket = socket
@@ -110,28 +131,49 @@ class TextCapture:
         self.sent: collections.OrderedDict[int, int] = collections.OrderedDict()
         self.pending: dict[int, str] = {}
         self.hot: dict[int, str] = {}
+        #: ids in the labeler's newest published table: it has them, never send them again
+        self.known: frozenset[int] = frozenset()
         self.stats = collections.Counter()
 
     def observe(self, obs: dict[str, np.ndarray], env: Any, hashes: np.ndarray,
                 counts: np.ndarray) -> None:
-        """Record the texts shown after a step into ``hashes``/``counts`` rows (B,)."""
+        """Record the text units shown after a step into ``hashes``/``counts`` rows (B, U)."""
+        hashes.fill(0)
+        counts.fill(0)
         for i, text in enumerate(self.source(obs, env)):
-            key = text_hash(text)
-            hashes[i] = key
-            if key == 0:
-                counts[i] = 0
+            if not text:
                 continue
-            self.counts[i][key] += 1
-            counts[i] = self.counts[i][key]
-            seen = self.sent.get(key)
-            if seen is not None:
-                self.sent[key] = seen = seen + 1
-                if seen >= 4 and seen & (seen - 1) == 0:  # 4, 8, 16, ...: still recurring
-                    self.hot[key] = text[:_MAX_TEXT_CHARS]
-            elif key not in self.pending:
-                self.pending[key] = text[:_MAX_TEXT_CHARS]
+            units = split_units(text, self.max_units) if self._split else [text]
+            for j, unit in enumerate(units):
+                key = text_hash(unit)
+                hashes[i, j] = key
+                if key == 0:
+                    continue
+                self.counts[i][key] += 1
+                counts[i, j] = self.counts[i][key]
+                self._note_sent(key, unit)
         if len(self.pending) + len(self.hot) >= self.batch_size:
             self.flush()
+
+    def mark_known(self, ids: np.ndarray) -> None:
+        """Install the ids of the labeler's newest table (an actor restarted with an empty
+        "already sent" set, or a text another actor sent first, then costs no traffic)."""
+        self.known = frozenset(ids.tolist())
+        for key in [k for k in self.pending if k in self.known]:
+            del self.pending[key]
+            self.stats["skipped_known"] += 1
+
+    def _note_sent(self, key: int, unit: str) -> None:
+        """Queue a new unit for the labeler, or re-announce a recurring one as hot."""
+        if key in self.known:
+            return
+        seen = self.sent.get(key)
+        if seen is not None:
+            self.sent[key] = seen = seen + 1
+            if seen >= 4 and seen & (seen - 1) == 0:  # 4, 8, 16, ...: still recurring
+                self.hot[key] = unit[:_MAX_TEXT_CHARS]
+        elif key not in self.pending:
+            self.pending[key] = unit[:_MAX_TEXT_CHARS]
 
     def end_episodes(self, ended: np.ndarray) -> None:
         """Forget the counts of envs whose episode ended at this step."""

@@ -170,7 +170,7 @@ def sink_main(cfg: Config, spec: EnvSpec, rollout_addr: str, weights_addr: str,
     model = build_model(cfg, spec)
     schema = rollout_schema(spec, cfg.actors.rollout_len, cfg.env.envs_per_actor,
                             model.core_size, int(cfg.wire.max_message_mb * (1 << 20)),
-                            texts=cfg.text.source is not None)
+                            text_units=cfg.text.wire_units())
     steps_per_msg = cfg.actors.rollout_len * cfg.env.envs_per_actor
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)

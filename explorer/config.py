@@ -215,10 +215,27 @@ class TextConfig:
     source: str | None = None
     #: ZeroMQ address actors push new unique texts to; None counts texts without sending.
     labeler_address: str | None = None
+    #: The labeler's reward-table publications (set by the launcher): actors subscribe and
+    #: stop sending or re-announcing texts the labeler already has.
+    updates_address: str | None = None
     #: Texts per message to the labeler.
     batch_size: int = _field(64, ge=1)
     #: Size of each actor's "already sent" set.
     sent_capacity: int = _field(100_000, ge=1)
+    #: What one label is for: the whole ``message`` a step shows, or each of its
+    #: ``sentences`` (NetHack joins several sentences on one line: labelling them apart gives
+    #: half the distinct texts, so labels arrive sooner and are reused more, and each sentence
+    #: is count-normalised on its own).
+    units: str = _field("message", choices=("message", "sentences"))
+    #: Most sentences kept apart per step (``units: sentences``); the rest stay joined in the
+    #: last one.
+    max_units: int = _field(4, ge=1, le=64)
+
+    def wire_units(self) -> int:
+        """Text ids per step on the wire: 0 without text capture, else 1 or ``max_units``."""
+        if self.source is None:
+            return 0
+        return 1 if self.units == "message" else self.max_units
 
 
 @dataclass(frozen=True)

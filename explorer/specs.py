@@ -80,7 +80,7 @@ class EnvSpec:
 
 def rollout_schema(
     spec: EnvSpec, rollout_len: int, num_envs: int, core_size: int, max_bytes: int,
-    texts: bool = False,
+    text_units: int = 0,
 ) -> WireSchema:
     """Schema of one actor rollout of ``rollout_len`` steps from ``num_envs`` envs.
 
@@ -93,8 +93,9 @@ def rollout_schema(
         episode_start (T, B) bool: obs[t] is the first observation of an episode.
         core_state (B, H) float32: recurrent state before step 0.
         ep_returns, ep_lengths (K,): episodes completed during this rollout.
-        text_hash (T, B) int64, text_count (T, B) int32 (with ``texts``): id of the text shown
-            after step t (0: none) and how often it was shown so far in the episode.
+        text_hash (T, B, U) int64, text_count (T, B, U) int32 (``text_units`` U > 0): ids of
+            the U text units (the message, or its sentences) shown after step t (0: none) and
+            how often each was shown so far in the episode.
         ep_stats (K', S) float32, ep_labels (K', L, LABEL_BYTES) uint8 (when the env declares
             ``episode_stats`` with S values and L labels): its episodes completed during this
             rollout (see :func:`pack_episode_stats`).
@@ -115,8 +116,10 @@ def rollout_schema(
         ep_returns=ArraySpec("float32", (None,)),
         ep_lengths=ArraySpec("int32", (None,)),
     )
-    if texts:
-        arrays.update(text_hash=ArraySpec("int64", (t, b)), text_count=ArraySpec("int32", (t, b)))
+    if text_units:
+        u = text_units
+        arrays.update(text_hash=ArraySpec("int64", (t, b, u)),
+                      text_count=ArraySpec("int32", (t, b, u)))
     stats = spec.episode_stats
     if stats is not None:
         arrays.update(ep_stats=ArraySpec("float32", (None, len(stats.values))),

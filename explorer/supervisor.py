@@ -204,7 +204,8 @@ class Supervisor:
             self._start_labeler()
             if not self._wait_labeler_ready():
                 raise _LabelerStartError(self.labeler.error)
-        text = dataclasses.replace(self.cfg.text, labeler_address=self.labeler.texts)
+        text = dataclasses.replace(self.cfg.text, labeler_address=self.labeler.texts,
+                                   updates_address=self.labeler.updates)
         self.actor_cfg = dataclasses.replace(self.cfg, text=text)
 
     def _watch_labeler(self, now: float) -> None:

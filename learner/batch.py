@@ -32,8 +32,8 @@ class Batch:
     episode_start: torch.Tensor  # (T+1, B) bool, incl. the bootstrap observation
     core_state: torch.Tensor  # (B, H)
     env_ids: torch.Tensor  # (B,) int64: actor_id * envs_per_actor + env index, stable
-    text_hash: torch.Tensor | None = None  # (T, B) int64 id of the text seen after step t
-    text_count: torch.Tensor | None = None  # (T, B) int32: its count so far in the episode
+    text_hash: torch.Tensor | None = None  # (T, B, U) int64 ids of the text units after step t
+    text_count: torch.Tensor | None = None  # (T, B, U) int32: their counts so far in the episode
 
     @property
     def num_steps(self) -> int:

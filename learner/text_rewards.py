@@ -1,9 +1,10 @@
 """ONI's reward on the learner side: ``coef * reward(text) / N_episode(text) ** beta``.
 
-Actors ship, per step, the id of the text the agent saw and how often it was seen so far in
-the episode; the labeler publishes a text-id -> reward table. Looking a batch up is one
-``searchsorted`` over the sorted table, so the learner never handles strings and an unlabelled
-text simply earns 0 until its label arrives.
+Actors ship, per step, the ids of the text units the agent saw (the message, or each of its
+sentences) and how often each was seen so far in the episode; the labeler publishes a
+text-id -> reward table. Looking a batch up is one ``searchsorted`` over the sorted table, so
+the learner never handles strings and an unlabelled text simply earns 0 until its label
+arrives.
 """
 
 from __future__ import annotations
@@ -74,17 +75,20 @@ class OniTextReward:
     def rewards(self, text_hash: torch.Tensor, text_count: torch.Tensor, mask: torch.Tensor,
                 ended: torch.Tensor, env_ids: torch.Tensor, observe: bool = True
                 ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The (T, B) reward ``coef * r(text) / count ** beta`` (0 without text or label).
+        """The (T, B) reward: ``coef * r(unit) / count(unit) ** beta`` summed over the U text
+        units of a step (``text_hash``/``text_count`` are (T, B, U); 0 without text or label).
 
-        ``observe`` also folds the rewards into per-episode sums for logging.
+        ``observe`` also folds the rewards into per-episode sums for logging. A step counts as
+        a cache hit when every one of its units has a label.
         """
         ids = text_hash.cpu().numpy()
         counts = text_count.cpu().numpy().astype(np.float64)
         valid = mask.cpu().numpy() > 0
         base, found = self.table.lookup(ids)
         scale = np.power(np.maximum(counts, 1.0), -self.beta)
-        reward = (self.coef * base * scale * valid * (ids != 0)).astype(np.float32)
-        with_text = valid & (ids != 0)
+        present = ids != 0
+        reward = (self.coef * (base * scale * present).sum(-1) * valid).astype(np.float32)
+        with_text = valid & present.any(-1)
         n_text = int(with_text.sum())
         metrics = {
             "labeler/intrinsic_reward_mean": float(reward.sum() / max(valid.sum(), 1)),
@@ -93,7 +97,8 @@ class OniTextReward:
             "labeler/table_version": float(self.table.version),
         }
         if n_text:
-            metrics["labeler/cache_hit_rate"] = float((found & with_text).sum() / n_text)
+            all_found = (found | ~present).all(-1)
+            metrics["labeler/cache_hit_rate"] = float((all_found & with_text).sum() / n_text)
         if observe:
             self._track_episodes(reward, ended.cpu().numpy() > 0, env_ids.tolist())
             if self.episode_returns:

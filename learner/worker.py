@@ -30,7 +30,7 @@ from learner.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from llm_labeler.updates import decode_table, table_schema
+from llm_labeler.updates import TableSubscriber
 
 __all__ = ["LearnerArgs", "LearnerWorker", "learner_main"]
 
@@ -158,7 +158,7 @@ class LearnerWorker:
         max_bytes = int(cfg.wire.max_message_mb * (1 << 20))
         self.schema = rollout_schema(args.env_spec, cfg.actors.rollout_len, num_envs,
                                      self.learner.model.core_size, max_bytes,
-                                     texts=cfg.text.source is not None)
+                                     text_units=cfg.text.wire_units())
         self.drops = DropCounter()
         self.env_steps = 0
         self.episodes = 0
@@ -190,10 +190,9 @@ class LearnerWorker:
         self.fps_window: collections.deque[tuple[float, int]] = collections.deque(maxlen=64)
         self.last_publish = 0.0
         self.received = 0
-        self.labeler_sub = self._connect_labeler(ctx, args.labeler_address)
-        self.labeler_drops = DropCounter()
+        self.labeler_sub = (None if args.labeler_address is None
+                            else TableSubscriber(ctx, args.labeler_address))
         self.labeler_meta: dict[str, float] = {}
-        self.table_schema = table_schema()
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -225,30 +224,12 @@ class LearnerWorker:
         return save_checkpoint(self.run_dir / "checkpoints", self.env_steps, self.state_dict())
 
     # -- sockets ---------------------------------------------------------------------------
-    @staticmethod
-    def _connect_labeler(ctx: zmq.Context, address: str | None) -> zmq.Socket | None:
-        if address is None:
-            return None
-        sub = ctx.socket(zmq.SUB)
-        sub.setsockopt(zmq.RCVHWM, 4)
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.connect(address)
-        return sub
-
     def poll_labeler(self) -> None:
         """Install the newest reward table the labeler published (never waits)."""
         if self.labeler_sub is None or self.learner.text_reward is None:
             return
-        newest = None
-        while self.labeler_sub.poll(0):
-            newest = self.labeler_sub.recv_multipart(copy=False)
-        if newest is None:
-            return
-        try:
-            msg = decode_table(newest, self.table_schema)
-        except WireError as err:
-            self.labeler_drops.record(err)
+        msg = self.labeler_sub.poll()
+        if msg is None:
             return
         self.learner.text_reward.table.replace(msg.arrays["ids"], msg.arrays["rewards"],
                                                msg.policy_version)
@@ -349,9 +330,13 @@ class LearnerWorker:
             for key in ("fps", "send_blocked_frac"):
                 if key in meta:
                     scalars[f"perf/actor_{actor_id}/{key}"] = float(meta[key])
+            for key in ("texts_sent", "texts_hot_sent", "texts_send_full", "texts_known",
+                        "texts_skipped_known"):
+                if key in meta:
+                    scalars[f"text/actor_{actor_id}/{key[6:]}"] = float(meta[key])
         scalars.update({f"labeler/{k}": v for k, v in self.labeler_meta.items()})
-        if self.labeler_drops:
-            scalars["labeler/dropped_updates"] = self.labeler_drops.total
+        if self.labeler_sub is not None and self.labeler_sub.drops:
+            scalars["labeler/dropped_updates"] = self.labeler_sub.drops.total
         if self.episode_stats is not None:
             scalars.update(self.episode_stats.scalars())
             for tag, text in self.episode_stats.texts().items():
@@ -413,7 +398,7 @@ class LearnerWorker:
         self.pull.close(0)
         self.pub.close(0)
         if self.labeler_sub is not None:
-            self.labeler_sub.close(0)
+            self.labeler_sub.close()
 
 
 def learner_main(args: LearnerArgs) -> None:

@@ -4,16 +4,19 @@ Arrays ``ids`` (N,) int64 and ``rewards`` (N,) float32 are the whole table (tabl
 one entry per distinct text, a few hundred KB for NetHack), so a subscriber that joins late or
 misses a message is complete again at the next publication; ``policy_version`` carries the table
 version and ``meta`` the labeler's counters (queue depth, throughput, errors, ...), which the
-learner logs to TensorBoard under ``labeler/``.
+learner logs to TensorBoard under ``labeler/``. The learner rewards with the table; actors use
+it to stop sending texts the labeler already has.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import zmq
 
-from explorer.wire import ArraySpec, Message, WireError, WireSchema, decode, encode
+from explorer.wire import ArraySpec, DropCounter, Message, WireError, WireSchema, decode, encode
 
-__all__ = ["KIND_REWARD_TABLE", "decode_table", "encode_table", "table_schema"]
+__all__ = ["KIND_REWARD_TABLE", "TableSubscriber", "decode_table", "encode_table",
+           "table_schema"]
 
 KIND_REWARD_TABLE = "reward_table"
 
@@ -40,3 +43,35 @@ def decode_table(frames: list, schema: WireSchema) -> Message:
     if not np.isfinite(msg.arrays["rewards"]).all():
         raise WireError("bad_value", "reward table: non-finite reward")
     return msg
+
+
+class TableSubscriber:
+    """A SUB socket on the labeler's publications that only ever hands out the newest one.
+
+    ``poll()`` never waits: it drains what arrived, validates the newest publication and
+    returns it (or None); a bad one is dropped and counted in ``drops``.
+    """
+
+    def __init__(self, ctx: zmq.Context, address: str) -> None:
+        self.socket = ctx.socket(zmq.SUB)
+        self.socket.setsockopt(zmq.RCVHWM, 4)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.SUBSCRIBE, b"")
+        self.socket.connect(address)
+        self.schema = table_schema()
+        self.drops = DropCounter()
+
+    def poll(self) -> Message | None:
+        newest = None
+        while self.socket.poll(0):
+            newest = self.socket.recv_multipart(copy=False)
+        if newest is None:
+            return None
+        try:
+            return decode_table(newest, self.schema)
+        except WireError as err:
+            self.drops.record(err)
+            return None
+
+    def close(self) -> None:
+        self.socket.close(0)

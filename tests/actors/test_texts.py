@@ -12,7 +12,7 @@ import zmq
 
 from actors.actor import Actor, ActorArgs, ActorStopped
 from actors.envs import probe_env_spec
-from actors.texts import TextCapture, decode_texts, make_text_source, text_hash
+from actors.texts import TextCapture, decode_texts, make_text_source, split_units, text_hash
 from explorer.config import load_config
 from explorer.specs import rollout_schema
 from explorer.wire import KIND_WEIGHTS, Message, decode, encode
@@ -32,12 +32,52 @@ class _ScriptedEnv:
 def test_counts_per_episode_and_reset() -> None:
     env = _ScriptedEnv([["a", ""], ["a", "b"], ["a", "b"], ["a", "a"]])
     capture = TextCapture(make_text_source("nethack_message"), 2, actor_id=0, socket=None)
-    hashes, counts = np.zeros((4, 2), np.int64), np.zeros((4, 2), np.int32)
+    hashes, counts = np.zeros((4, 2, 1), np.int64), np.zeros((4, 2, 1), np.int32)
     for t, ended in enumerate([[False, False], [True, False], [False, False], [False, False]]):
         capture.observe({}, env, hashes[t], counts[t])
         capture.end_episodes(np.array(ended))
-    np.testing.assert_array_equal(counts, [[1, 0], [2, 1], [1, 2], [2, 1]])
-    assert hashes[0, 0] == text_hash("a") != 0 and hashes[0, 1] == 0
+    np.testing.assert_array_equal(counts[..., 0], [[1, 0], [2, 1], [1, 2], [2, 1]])
+    assert hashes[0, 0, 0] == text_hash("a") != 0 and hashes[0, 1, 0] == 0
+
+
+def test_split_units_keeps_at_most_max_units() -> None:
+    text = "You swap places with your kitten.  You see here a rock.  It's a wall!  Ouch."
+    assert split_units(text, 4) == ["You swap places with your kitten.", "You see here a rock.",
+                                    "It's a wall!", "Ouch."]
+    assert split_units(text, 2) == ["You swap places with your kitten.",
+                                    "You see here a rock.  It's a wall!  Ouch."]
+    assert split_units("Hello Mr. Smith. One space stays.", 4) == [
+        "Hello Mr. Smith. One space stays."]
+
+
+def test_sentence_units_are_counted_and_sent_apart(tmp_path: Path) -> None:
+    """Each sentence is a unit with its own id, episode count and single send: a sentence
+    seen inside a new combination is neither new to the labeler nor counted afresh."""
+    ctx = zmq.Context()
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    pull.bind(f"ipc://{tmp_path}/labeler")
+    push.connect(f"ipc://{tmp_path}/labeler")
+    try:
+        steps = [["You see a door.  The newt bites!"], ["The newt bites!"],
+                 ["You see a door.  You hear a noise."]]
+        capture = TextCapture(make_text_source("nethack_message"), 1, actor_id=0, socket=push,
+                              batch_size=100, units="sentences", max_units=3)
+        hashes, counts = np.zeros((3, 1, 3), np.int64), np.zeros((3, 1, 3), np.int32)
+        env = _ScriptedEnv(steps)
+        for t in range(3):
+            capture.observe({}, env, hashes[t], counts[t])
+        capture.flush()
+        received = []
+        while pull.poll(500):
+            received += decode_texts(pull.recv())[1]
+        assert received == ["You see a door.", "The newt bites!", "You hear a noise."]
+        np.testing.assert_array_equal(counts[:, 0], [[1, 1, 0], [2, 0, 0], [2, 1, 0]])
+        assert hashes[1, 0, 0] == hashes[0, 0, 1] == text_hash("The newt bites!")
+        assert hashes[2, 0, 0] == hashes[0, 0, 0] and (hashes[1, 0, 1:] == 0).all()
+    finally:
+        pull.close(0)
+        push.close(0)
+        ctx.term()
 
 
 def test_new_texts_are_sent_once_in_batches(tmp_path: Path) -> None:
@@ -49,7 +89,7 @@ def test_new_texts_are_sent_once_in_batches(tmp_path: Path) -> None:
         steps = [["x", "y"], ["x", "z"], ["y", "w"], ["x", "x"]]
         capture = TextCapture(make_text_source("nethack_message"), 2, actor_id=3, socket=push,
                               batch_size=3)
-        row_h, row_c = np.zeros(2, np.int64), np.zeros(2, np.int32)
+        row_h, row_c = np.zeros((2, 1), np.int64), np.zeros((2, 1), np.int32)
         env = _ScriptedEnv(steps)
         for _ in steps:
             capture.observe({}, env, row_h, row_c)
@@ -73,7 +113,7 @@ def test_full_labeler_socket_never_blocks(tmp_path: Path) -> None:
     push.connect(f"ipc://{tmp_path}/nobody")  # no labeler bound: sends cannot complete
     try:
         capture = TextCapture(make_text_source("nethack_message"), 1, 0, push, batch_size=1)
-        row_h, row_c = np.zeros(1, np.int64), np.zeros(1, np.int32)
+        row_h, row_c = np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int32)
         start = time.monotonic()
         env = _ScriptedEnv([[f"m{i}"] for i in range(200)])
         for _ in range(200):
@@ -110,7 +150,7 @@ def test_actor_ships_babyai_missions_and_counts(tmp_path: Path) -> None:
     thread.start()
     model = make_actor_critic(cfg, spec)
     weights = {k: v.detach().clone().numpy() for k, v in model.state_dict().items()}
-    schema = rollout_schema(spec, 16, 4, model.core_size, 1 << 30, texts=True)
+    schema = rollout_schema(spec, 16, 4, model.core_size, 1 << 30, text_units=1)
     rollouts, texts = [], []
     deadline = time.monotonic() + 60
     try:
@@ -130,7 +170,7 @@ def test_actor_ships_babyai_missions_and_counts(tmp_path: Path) -> None:
     assert len(rollouts) == 4
     assert texts and len(texts) == len(set(texts)), "texts must arrive deduplicated"
     assert all(t.startswith("go to the") for t in texts), texts
-    counts = np.concatenate([r.arrays["text_count"] for r in rollouts], axis=0)  # (4T, B)
+    counts = np.concatenate([r.arrays["text_count"] for r in rollouts], axis=0)  # (4T, B, 1)
     # a mission is shown at every step of an episode: its count grows 1, 2, 3, ...
     assert counts.max() > 16
     assert (np.concatenate([r.arrays["text_hash"] for r in rollouts]) != 0).all()
@@ -146,7 +186,7 @@ def test_recurring_texts_are_re_announced_as_hot_at_doublings(tmp_path: Path) ->
     try:
         capture = TextCapture(make_text_source("nethack_message"), 1, actor_id=0, socket=push,
                               batch_size=1)
-        row_h, row_c = np.zeros(1, np.int64), np.zeros(1, np.int32)
+        row_h, row_c = np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int32)
         steps = [["hot"]] * 16 + [["cold"]]
         env = _ScriptedEnv(steps)
         for _ in steps:
@@ -160,6 +200,35 @@ def test_recurring_texts_are_re_announced_as_hot_at_doublings(tmp_path: Path) ->
         assert new == ["hot", "cold"]  # each text sent once as new...
         assert hot == ["hot", "hot", "hot"]  # ...and re-announced at occurrences 4, 8, 16
         assert capture.stats["hot_sent"] == 3
+    finally:
+        pull.close(0)
+        push.close(0)
+        ctx.term()
+
+
+def test_texts_the_labeler_already_has_are_never_sent(tmp_path: Path) -> None:
+    """The labeler's published table tells actors what it has: those texts are neither sent
+    (even from an empty "already sent" set, as after a restart) nor re-announced as hot."""
+    from actors.texts import parse_texts_message
+
+    ctx = zmq.Context()
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    pull.bind(f"ipc://{tmp_path}/labeler")
+    push.connect(f"ipc://{tmp_path}/labeler")
+    try:
+        capture = TextCapture(make_text_source("nethack_message"), 1, actor_id=0, socket=push,
+                              batch_size=100)
+        row_h, row_c = np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int32)
+        env = _ScriptedEnv([["pending"]] + [["known"]] * 8 + [["new"]])
+        capture.observe({}, env, row_h, row_c)
+        capture.mark_known(np.array([text_hash("known"), text_hash("pending")], np.int64))
+        for _ in range(9):
+            capture.observe({}, env, row_h, row_c)
+        assert row_c[0, 0] == 1 and row_h[0, 0] == text_hash("new")  # still counted per episode
+        capture.flush()
+        _, texts, hot = parse_texts_message(pull.recv())
+        assert texts == ["new"] and hot == []
+        assert capture.stats["skipped_known"] == 1 and not pull.poll(200)
     finally:
         pull.close(0)
         push.close(0)

@@ -331,3 +331,13 @@ def test_external_labeler_needs_fixed_addresses_and_reward_model_is_a_choice() -
     cfg = load_config(None, ["text.source=babyai_mission", "llm_labeler.labeler=rules",
                              "llm_labeler.backend.default=1"])
     assert cfg.llm_labeler.backend == {"default": 1}
+
+
+def test_text_units_set_the_ids_per_step_on_the_wire() -> None:
+    assert load_config(None, []).text.wire_units() == 0  # no text source: nothing on the wire
+    assert load_config(None, ["text.source=babyai_mission"]).text.wire_units() == 1
+    cfg = load_config(None, ["text.source=nethack_message", "text.units=sentences",
+                             "text.max_units=3"])
+    assert cfg.text.wire_units() == 3
+    assert any(line.startswith("text.units") and "'sentence'" in line
+               for line in problems(overrides=["text.units=sentence"]))

@@ -31,8 +31,8 @@ def test_lookup_finds_known_ids_and_zero_for_unknown() -> None:
 def test_count_normalisation_against_hand_computed_values() -> None:
     oni = OniTextReward(coef=0.5, beta=3.0)
     oni.table.replace(np.array([KILL, WALL], np.int64), np.array([1.0, 0.0], np.float32), 1)
-    hashes = torch.tensor([[KILL, WALL], [KILL, KILL], [NEW, 0], [KILL, KILL]])
-    counts = torch.tensor([[1, 1], [2, 1], [1, 0], [3, 2]], dtype=torch.int32)
+    hashes = torch.tensor([[KILL, WALL], [KILL, KILL], [NEW, 0], [KILL, KILL]])[..., None]
+    counts = torch.tensor([[1, 1], [2, 1], [1, 0], [3, 2]], dtype=torch.int32)[..., None]
     mask = torch.tensor([[1, 1], [1, 1], [1, 1], [0, 1]], dtype=torch.float32)
     ended = torch.tensor([[0, 0], [0, 0], [1, 0], [0, 0]], dtype=torch.float32)
     reward, metrics = oni.rewards(hashes, counts, mask, ended, torch.tensor([7, 8]))
@@ -45,11 +45,26 @@ def test_count_normalisation_against_hand_computed_values() -> None:
     assert oni.episode_sums == {7: 0.0, 8: pytest.approx(0.5 + 0.5 / 8)}
 
 
+def test_sentence_units_are_summed_and_hit_only_when_all_are_labelled() -> None:
+    """A step showing several sentences earns the sum of their count-normalised rewards; it
+    is a cache hit only when every sentence has a label."""
+    oni = OniTextReward(coef=0.5, beta=2.0)
+    oni.table.replace(np.array([KILL, WALL], np.int64), np.array([1.0, 0.25], np.float32), 1)
+    hashes = torch.tensor([[[KILL, WALL, 0]], [[KILL, NEW, 0]], [[0, 0, 0]]])  # (T=3, B=1, U=3)
+    counts = torch.tensor([[[1, 1, 0]], [[2, 1, 0]], [[0, 0, 0]]], dtype=torch.int32)
+    ones = torch.ones(3, 1)
+    reward, metrics = oni.rewards(hashes, counts, ones, torch.zeros(3, 1), torch.tensor([0]))
+    expected = [[0.5 * (1.0 + 0.25)], [0.5 * (1.0 / 4)], [0.0]]
+    assert reward.numpy() == pytest.approx(np.array(expected, np.float32))
+    assert metrics["labeler/cache_hit_rate"] == pytest.approx(1 / 2)  # step 1 misses NEW
+    assert metrics["labeler/steps_with_text_frac"] == pytest.approx(2 / 3)
+
+
 def test_text_reward_changes_the_advantages_and_checkpoints() -> None:
     batch = _minigrid_batch()
     hashes = torch.where(torch.arange(T)[:, None] % 3 == 0, KILL, WALL).repeat(1, B)
-    batch = dataclasses.replace(batch, text_hash=hashes,
-                                text_count=torch.ones(T, B, dtype=torch.int32))
+    batch = dataclasses.replace(batch, text_hash=hashes[..., None],
+                                text_count=torch.ones(T, B, 1, dtype=torch.int32))
     plain = _learner("learner.algo=ppo")
     oni = _learner("learner.algo=ppo", "text.source=babyai_mission",
                    "llm_labeler.labeler=rules", "llm_labeler.coef=0.5")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import threading
@@ -76,6 +77,8 @@ def test_oni_run_labels_messages_and_the_learner_rewards_them(tmp_path: Path) ->
         seen = [r[0] for r in conn.execute("SELECT text FROM seen")]
     assert len(labelled) >= 10 and set(labelled) <= set(seen)
     assert 0 < sum(labelled.values()) < len(labelled)  # some, not all, messages are progress
+    # the ONI config labels sentences: no seen text joins two of them
+    assert not any(re.search(r"[.!?] {2,}\S", text) for text in seen)
 
     table = load_checkpoint(result.checkpoint)["learner"]["text_reward"]["table"]
     rewards = dict(zip(table["ids"].tolist(), table["rewards"].tolist(), strict=True))
@@ -93,6 +96,8 @@ def test_oni_run_labels_messages_and_the_learner_rewards_them(tmp_path: Path) ->
         assert tag in scalars, f"{tag} missing from TensorBoard"
     assert max(scalars["labeler/labelled_total"]) > 0
     assert max(scalars["labeler/cache_hit_rate"]) > 0.5
+    # actors subscribe to the tables too: they learn which texts the labeler has
+    assert max(scalars["text/actor_0/known"]) >= 10
 
 
 @pytest.mark.timeout(600)
