@@ -13,12 +13,15 @@ b. labeler throughput, texts/s, per backend on distinct NetHack messages from ra
    ``rules``, ``embedding``, ``openai`` against the scriptable test server (client overhead) and,
    when installed, against a real llama.cpp server with SmolLM2-135M (one message per request).
 c. label-cache hit rate after warm-up: a full ONI run (supervisor, actors, learner, labeler);
-   the share of steps with a message whose label was already in the reward table
-   (``labeler/cache_hit_rate``), averaged over the second half of the run (goal >= 0.99).
+   the share of steps with a message whose labels were all already in the reward table
+   (``labeler/cache_hit_rate``), averaged over the second half of the run (goal >= 0.99). Run
+   once per text unit: ``sentences`` (the ONI configs) and ``message`` (one label per whole
+   message line, the baseline).
 
 Prints a table, then as its LAST stdout line one JSON object with every figure::
 
     python benchmarks/labeler.py --seconds 20
+    python benchmarks/labeler.py --parts hit --hit-seconds 200   # only (c)
 """
 
 from __future__ import annotations
@@ -176,11 +179,12 @@ def backend_throughputs(texts: list[str], llm_texts: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- c. hit rate
 
 
-def cache_hit_rate(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def cache_hit_rate(args: argparse.Namespace, workdir: Path, units: str) -> dict[str, Any]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     cfg = base_config(args, f"runs_dir={workdir}", "log_interval_s=2",
-                      "checkpoint_interval_s=100000", "total_env_steps=1000000000")
+                      "checkpoint_interval_s=100000", "total_env_steps=1000000000",
+                      f"text.units={units}", f"name=hit_{units}")
     sup = Supervisor(cfg, probe_env_spec(cfg.env), create_run_dir(cfg, ["bench"]))
     import threading
 
@@ -192,16 +196,18 @@ def cache_hit_rate(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     acc = EventAccumulator(str(sup.run_dir / "tb"), size_guidance={"scalars": 0})
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    out: dict[str, Any] = {"env_steps": result.env_steps, "seconds": args.hit_seconds,
-                           "hit_rate_first": None, "hit_rate_second_half": None,
+    out: dict[str, Any] = {"units": units, "env_steps": result.env_steps,
+                           "seconds": args.hit_seconds, "hit_rate_first": None,
+                           "hit_rate_second_half": None, "hit_rate_second_half_p10": None,
                            "hit_rate_last": None, "labelled_total": None}
     if "labeler/labelled_total" in tags:
         out["labelled_total"] = acc.Scalars("labeler/labelled_total")[-1].value
     if "labeler/cache_hit_rate" in tags:
         events = acc.Scalars("labeler/cache_hit_rate")
+        late = [e.value for e in events[len(events) // 2:]]
         out.update(hit_rate_first=events[0].value, hit_rate_last=events[-1].value,
-                   hit_rate_second_half=float(np.mean([e.value for e in
-                                                       events[len(events) // 2:]])))
+                   hit_rate_second_half=float(np.mean(late)),
+                   hit_rate_second_half_p10=float(np.percentile(late, 10)))
     return out
 
 
@@ -210,28 +216,44 @@ def cache_hit_rate(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def print_table(res: dict[str, Any]) -> None:
     fps = res["actor_fps"]
-    print(f"\nNetHack actors-only fps ({res['setup']})")
-    print(f"{'labeler':<28}{'fps':>10}{'ratio to off':>14}")
-    for mode in ("off_before", "embedding", "dead_server", "off_after"):
-        r = res["ratios"].get(mode)
-        print(f"{mode:<28}{fps[mode]:>10.0f}{'' if r is None else f'{r:>14.3f}'}")
-    print(f"goal: on / off >= {GOALS['fps_ratio']}")
+    if fps:
+        print(f"\nNetHack actors-only fps ({res['setup']})")
+        print(f"{'labeler':<28}{'fps':>10}{'ratio to off':>14}")
+        for mode in ("off_before", "embedding", "dead_server", "off_after"):
+            r = res["ratios"].get(mode)
+            print(f"{mode:<28}{fps[mode]:>10.0f}{'' if r is None else f'{r:>14.3f}'}")
+        print(f"goal: on / off >= {GOALS['fps_ratio']}")
+    if res["throughput"]:
+        print_throughput(res["throughput"])
+    print_hit_rates(res["cache"])
+
+
+def print_throughput(throughput: dict[str, Any]) -> None:
     print("\nlabeler throughput (distinct random-play NetHack messages)")
     print(f"{'backend':<28}{'texts':>8}{'texts/s':>12}{'positive rate':>15}")
-    for name, row in res["throughput"].items():
+    for name, row in throughput.items():
         if "skipped" in row:
             print(f"{name:<28}  skipped: {row['skipped']}")
             continue
         pos = "" if row["positive_rate"] is None else f"{row['positive_rate']:.3f}"
         print(f"{name:<28}{row['labelled']:>8}{row['texts_per_s']:>12.1f}{pos:>15}")
-    hit = res["cache"]
-    if hit["hit_rate_last"] is None:
-        print(f"\nlabel-cache hit rate: no trained batch in the {hit['seconds']:.0f}s run")
+
+
+def print_hit_rates(cache: dict[str, Any]) -> None:
+    if not cache:
         return
-    print(f"\nlabel-cache hit rate, full ONI run of {hit['seconds']:.0f}s "
-          f"({hit['env_steps']:,} env steps, {hit['labelled_total']:.0f} labels): "
-          f"first {hit['hit_rate_first']:.4f}, second half {hit['hit_rate_second_half']:.4f}, "
-          f"last {hit['hit_rate_last']:.4f} (goal >= {GOALS['cache_hit_rate']})")
+    print(f"\nlabel-cache hit rate after warm-up (full ONI run; goal >= "
+          f"{GOALS['cache_hit_rate']} over the second half)")
+    print(f"{'text units':<12}{'seconds':>8}{'env steps':>11}{'labels':>8}{'first':>8}"
+          f"{'2nd half':>10}{'p10':>8}{'last':>8}")
+    for hit in cache.values():
+        if hit["hit_rate_last"] is None:
+            print(f"{hit['units']:<12}  no trained batch in the {hit['seconds']:.0f}s run")
+            continue
+        print(f"{hit['units']:<12}{hit['seconds']:>8.0f}{hit['env_steps']:>11,}"
+              f"{hit['labelled_total']:>8.0f}{hit['hit_rate_first']:>8.4f}"
+              f"{hit['hit_rate_second_half']:>10.4f}{hit['hit_rate_second_half_p10']:>8.4f}"
+              f"{hit['hit_rate_last']:>8.4f}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -246,7 +268,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--llm-texts", type=int, default=20,
                         help="messages sent to the real SmolLM2 server (slow on CPU)")
     parser.add_argument("--hit-seconds", type=float, default=120.0,
-                        help="length of the full ONI run for (c)")
+                        help="length of each full ONI run for (c)")
+    parser.add_argument("--hit-units", nargs="+", default=["sentences", "message"],
+                        choices=("sentences", "message"), help="text units compared in (c)")
+    parser.add_argument("--parts", nargs="+", default=["fps", "throughput", "hit"],
+                        choices=("fps", "throughput", "hit"), help="which of a, b, c to run")
     return parser.parse_args(argv)
 
 
@@ -256,19 +282,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = base_config(args)
         fps: dict[str, float] = {}
-        for mode, key in (("off", "off_before"), ("embedding", "embedding"),
-                          ("dead_server", "dead_server"), ("off", "off_after")):
-            log(f"actors-only fps, labeler {key} ...")
-            fps[key] = fps_with(cfg, mode, args.warmup, args.seconds, workdir)["fps"]
-            log(f"  {fps[key]:.0f} env steps/s")
-        off = (fps["off_before"] + fps["off_after"]) / 2
-        ratios = {k: ratio(v, off) for k, v in fps.items()}
-        log("collecting random-play messages ...")
-        texts = nethack_messages(cfg, args.messages_steps)
-        log(f"{len(texts)} distinct messages; labeler throughput ...")
-        through = backend_throughputs(texts, args.llm_texts)
-        log("full ONI run for the cache hit rate ...")
-        cache = cache_hit_rate(args, workdir)
+        ratios: dict[str, float] = {}
+        through: dict[str, Any] = {}
+        cache: dict[str, Any] = {}
+        if "fps" in args.parts:
+            for mode, key in (("off", "off_before"), ("embedding", "embedding"),
+                              ("dead_server", "dead_server"), ("off", "off_after")):
+                log(f"actors-only fps, labeler {key} ...")
+                fps[key] = fps_with(cfg, mode, args.warmup, args.seconds, workdir)["fps"]
+                log(f"  {fps[key]:.0f} env steps/s")
+            off = (fps["off_before"] + fps["off_after"]) / 2
+            ratios = {k: ratio(v, off) for k, v in fps.items()}
+        if "throughput" in args.parts:
+            log("collecting random-play messages ...")
+            texts = nethack_messages(cfg, args.messages_steps)
+            log(f"{len(texts)} distinct messages; labeler throughput ...")
+            through = backend_throughputs(texts, args.llm_texts)
+        if "hit" in args.parts:
+            for units in args.hit_units:
+                log(f"full ONI run for the cache hit rate, text units {units} ...")
+                cache[units] = cache_hit_rate(args, workdir, units)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     res = {"setup": f"{args.num_procs} actors x {args.envs} NLE envs, {args.model} model, "
