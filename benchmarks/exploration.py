@@ -42,14 +42,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from actors.envs import make_vec_env, probe_env_spec
+from actors.envs import probe_env_spec
 from explorer.config import Config, load_config
 from explorer.rundir import create_run_dir
 from explorer.supervisor import Supervisor
-from learner.checkpoint import load_checkpoint
-from learner.models import make_actor_critic, obs_to_torch
+from learner.evaluate import evaluate_policy
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ENVS = ("MiniGrid-KeyCorridorS3R3-v0", "MiniGrid-ObstructedMaze-1Dl-v0")
@@ -161,50 +159,19 @@ def full_window_returns(curves: dict[str, tuple[list[int], list[float]]]
     return [s for s, _ in kept], [v for _, v in kept]
 
 
-@torch.inference_mode()
 def evaluate(cfg: Config, checkpoint: Path, episodes: int, seed: int) -> dict[str, float]:
     """Run the checkpoint's policy (sampled actions) for ``episodes`` episodes.
 
     Returns:
         ``success`` (fraction of episodes with return > 0), mean ``return``, and
         ``tv_fraction``: fraction of real steps (auto-reset steps excluded) that took the
-        noisy-TV action (0 when the env has none).
+        noisy-TV action (0 when the env has none; it is the last action when there is one).
     """
-    num_envs = min(episodes, 32)
-    env = make_vec_env(cfg.env, num_envs, seed)
-    model = make_actor_critic(cfg, env.spec)
-    model.load_state_dict(load_checkpoint(checkpoint)["learner"]["model"])
-    model.eval()
-    generator = torch.Generator().manual_seed(seed)
-    tv_action = getattr(env, "noise_action", None)
-    obs = env.reset()
-    core = model.initial_state(num_envs)
-    start = np.ones(num_envs, dtype=bool)
-    valid = np.ones(num_envs, dtype=bool)
-    ep_return = np.zeros(num_envs)
-    returns: list[float] = []
-    steps = tv_steps = 0
-    try:
-        while len(returns) < episodes:
-            tobs = {k: v.unsqueeze(0) for k, v in obs_to_torch(obs, "cpu").items()}  # (1, B, ...)
-            logits, _, core = model(tobs, core, torch.from_numpy(start).unsqueeze(0))
-            actions = torch.multinomial(torch.softmax(logits[0], -1), 1, generator=generator)
-            actions = actions[:, 0].numpy()  # (B,)
-            result = env.step(actions)
-            steps += int(valid.sum())
-            if tv_action is not None:
-                tv_steps += int(((actions == tv_action) & valid).sum())
-            ep_return += result.rewards * valid
-            ended = (result.terminated | result.truncated) & valid
-            returns.extend(ep_return[ended].tolist())
-            ep_return[ended] = 0.0
-            start, valid, obs = ~valid, ~ended, result.obs
-    finally:
-        env.close()
-    returns = returns[:episodes]
-    return {"success": float(np.mean(np.asarray(returns) > 0)),
-            "return": float(np.mean(returns)),
-            "tv_fraction": tv_steps / max(steps, 1)}
+    result = evaluate_policy(cfg, checkpoint, episodes, seed, num_envs=32)
+    tv_steps = result.action_counts[-1] if cfg.env.noisy_tv else 0
+    return {"success": float(np.mean(result.returns > 0)),
+            "return": float(result.returns.mean()),
+            "tv_fraction": float(tv_steps / max(result.action_counts.sum(), 1))}
 
 
 def run_arm(args: argparse.Namespace, env_id: str, bonus: str, seed: int, steps: int,

@@ -1,4 +1,4 @@
-"""``explorer`` command line: ``run`` and ``show-config``.
+"""``explorer`` command line: ``run``, ``eval``, ``show-config`` and ``labeler ...``.
 
 Errors in user input (config keys, values, paths) are printed as one line per problem and exit
 with status 2 — never a traceback.
@@ -97,6 +97,36 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from learner.checkpoint import latest_checkpoint
+    from learner.evaluate import evaluate_policy
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise UsageError(f"{run_dir}: no config.yaml there (is it a run directory?)")
+    cfg = load_config(run_dir / "config.yaml", args.overrides)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(
+        run_dir / "checkpoints")
+    if checkpoint is None or not checkpoint.is_file():
+        raise UsageError(f"no checkpoint: {args.checkpoint or run_dir / 'checkpoints'}")
+    if args.episodes < 1:
+        raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
+    arms = {"policy": checkpoint} | ({"random": None} if args.random_baseline else {})
+    figures = {}
+    for arm, ckpt in arms.items():
+        result = evaluate_policy(cfg, ckpt, args.episodes, args.seed, greedy=args.greedy)
+        figures[arm] = result.summary()
+    keys = sorted({k for summary in figures.values() for k in summary})
+    print(f"{'':<16}" + "".join(f"{arm:>14}" for arm in figures))
+    for key in keys:
+        print(f"{key:<16}" + "".join(f"{figures[arm].get(key, float('nan')):>14.3f}"
+                                     for arm in figures))
+    print(json.dumps({"checkpoint": str(checkpoint), "seed": args.seed, **figures}))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="explorer", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +137,19 @@ def _parser() -> argparse.ArgumentParser:
                      "newest checkpoint (overrides still apply)")
     run.add_argument("--quiet", action="store_true", help="no progress line")
     run.set_defaults(func=_cmd_run)
+    evaluate = sub.add_parser("eval", help="run a run's newest checkpoint for N episodes "
+                              "(optionally against a uniform-random policy)")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                          help="config overrides, e.g. env.max_episode_steps=1000")
+    evaluate.add_argument("--checkpoint", help="a checkpoint file (default: the newest)")
+    evaluate.add_argument("--episodes", type=int, default=100)
+    evaluate.add_argument("--seed", type=int, default=12345)
+    evaluate.add_argument("--greedy", action="store_true", help="argmax actions (default: "
+                          "sampled, as the actors act)")
+    evaluate.add_argument("--random-baseline", action="store_true",
+                          help="also run uniform-random actions on the same envs and seed")
+    evaluate.set_defaults(func=_cmd_eval)
     from llm_labeler.cli import add_labeler_subcommands
 
     add_labeler_subcommands(sub)
