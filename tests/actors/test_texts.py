@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -176,14 +177,25 @@ def test_actor_ships_babyai_missions_and_counts(tmp_path: Path) -> None:
     assert (np.concatenate([r.arrays["text_hash"] for r in rollouts]) != 0).all()
 
 
-def test_recurring_texts_are_re_announced_as_hot_at_doublings(tmp_path: Path) -> None:
-    from actors.texts import parse_texts_message
-
+@contextlib.contextmanager
+def labeler_socket_pair(tmp_path: Path) -> Iterator[tuple[zmq.Socket, zmq.Socket]]:
+    """(labeler-side PULL, actor-side PUSH) connected over ipc, closed afterwards."""
     ctx = zmq.Context()
     pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
     pull.bind(f"ipc://{tmp_path}/labeler")
     push.connect(f"ipc://{tmp_path}/labeler")
     try:
+        yield pull, push
+    finally:
+        pull.close(0)
+        push.close(0)
+        ctx.term()
+
+
+def test_recurring_texts_are_re_announced_as_hot_at_doublings(tmp_path: Path) -> None:
+    from actors.texts import parse_texts_message
+
+    with labeler_socket_pair(tmp_path) as (pull, push):
         capture = TextCapture(make_text_source("nethack_message"), 1, actor_id=0, socket=push,
                               batch_size=1)
         row_h, row_c = np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int32)
@@ -200,10 +212,6 @@ def test_recurring_texts_are_re_announced_as_hot_at_doublings(tmp_path: Path) ->
         assert new == ["hot", "cold"]  # each text sent once as new...
         assert hot == ["hot", "hot", "hot"]  # ...and re-announced at occurrences 4, 8, 16
         assert capture.stats["hot_sent"] == 3
-    finally:
-        pull.close(0)
-        push.close(0)
-        ctx.term()
 
 
 def test_texts_the_labeler_already_has_are_never_sent(tmp_path: Path) -> None:
@@ -211,11 +219,7 @@ def test_texts_the_labeler_already_has_are_never_sent(tmp_path: Path) -> None:
     (even from an empty "already sent" set, as after a restart) nor re-announced as hot."""
     from actors.texts import parse_texts_message
 
-    ctx = zmq.Context()
-    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
-    pull.bind(f"ipc://{tmp_path}/labeler")
-    push.connect(f"ipc://{tmp_path}/labeler")
-    try:
+    with labeler_socket_pair(tmp_path) as (pull, push):
         capture = TextCapture(make_text_source("nethack_message"), 1, actor_id=0, socket=push,
                               batch_size=100)
         row_h, row_c = np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int32)
@@ -229,7 +233,3 @@ def test_texts_the_labeler_already_has_are_never_sent(tmp_path: Path) -> None:
         _, texts, hot = parse_texts_message(pull.recv())
         assert texts == ["new"] and hot == []
         assert capture.stats["skipped_known"] == 1 and not pull.poll(200)
-    finally:
-        pull.close(0)
-        push.close(0)
-        ctx.term()
