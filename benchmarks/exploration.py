@@ -81,6 +81,11 @@ BONUSES: dict[str, dict[str, Any] | None] = {
     "byol_hindsight": {"name": "byol_hindsight", "coef": 0.1,
                        "kwargs": {"hidden_size": 64, "embed_dim": 64}},
 }
+#: Two-stream variant of every bonus (``<name>_2s``), as RND trains: the bonus gets its own
+#: value head and its returns are not cut at episode ends, so a bonus that stays high does not
+#: pay the agent to keep an episode going instead of finishing the task.
+BONUSES.update({f"{name}_2s": {**entry, "separate_value_head": True}
+                for name, entry in list(BONUSES.items()) if entry is not None})
 
 
 def log(text: str) -> None:
