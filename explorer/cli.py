@@ -116,7 +116,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     arms = {"policy": checkpoint} | ({"random": None} if args.random_baseline else {})
     figures = {}
     for arm, ckpt in arms.items():
-        result = evaluate_policy(cfg, ckpt, args.episodes, args.seed, greedy=args.greedy)
+        try:
+            result = evaluate_policy(cfg, ckpt, args.episodes, args.seed, greedy=args.greedy)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
         figures[arm] = result.summary()
     keys = sorted({k for summary in figures.values() for k in summary})
     print(f"{'':<16}" + "".join(f"{arm:>14}" for arm in figures))

@@ -76,7 +76,12 @@ def evaluate_policy(cfg: Any, checkpoint: Path | None, episodes: int, seed: int,
     model = None
     if checkpoint is not None:
         model = make_actor_critic(cfg, env.spec)
-        model.load_state_dict(load_checkpoint(checkpoint)["learner"]["model"])
+        try:
+            model.load_state_dict(load_checkpoint(checkpoint)["learner"]["model"])
+        except Exception as err:  # unreadable file, another model, no weights in it
+            env.close()
+            raise ValueError(f"checkpoint {checkpoint}: not a checkpoint of this run's model "
+                             f"({type(err).__name__}: {str(err)[:200]})") from err
         model.eval()
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)

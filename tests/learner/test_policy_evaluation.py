@@ -93,8 +93,11 @@ def test_eval_command_compares_with_random(tmp_path: Path) -> None:
     (("{run}", "--checkpoint", "{tmp}/missing.pt"), "no checkpoint"),
     (("{run}", "--episodes", "0"), "--episodes must be >= 1"),
     (("{run}", "learner.lrr=1"), "unknown key 'learner.lrr'"),
+    (("{run}", "--checkpoint", "{tmp}/garbage.pt"), "not a checkpoint of this run's model"),
+    (("{run}", "learner.model.hidden_size=32"), "not a checkpoint of this run's model"),
 ])
 def test_eval_command_errors(tmp_path: Path, args: tuple[str, ...], expected: str) -> None:
     _, run_dir, _ = always_left_run(tmp_path / "runs")
+    (tmp_path / "garbage.pt").write_bytes(b"not a torch file")
     out = _eval_cli(*(a.format(tmp=tmp_path, run=run_dir) for a in args))
     assert out.returncode == 2 and expected in out.stderr and "Traceback" not in out.stderr
