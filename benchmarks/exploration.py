@@ -24,6 +24,10 @@ LAST stdout line, one JSON object with every figure::
 
 (these are the defaults: about 55 minutes on this project's 2-core machine under load).
 
+Runs kept with ``--runs-dir`` (e.g. seeds trained by separate invocations, or on separate
+machines) are combined into one table and one plot per env, training nothing, by
+``--report RUN_DIR ...``; their final checkpoints are evaluated again with the same seeds.
+
 Settings not given on the command line come from ``--config`` (``configs/exploration_minigrid
 .yaml``) and ``--set KEY=VALUE``; the bonus coefficients and arguments are in ``BONUSES``.
 """
@@ -47,6 +51,7 @@ from actors.envs import probe_env_spec
 from explorer.config import Config, load_config
 from explorer.rundir import create_run_dir
 from explorer.supervisor import Supervisor
+from learner.checkpoint import latest_checkpoint, load_checkpoint
 from learner.evaluate import evaluate_policy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,12 +194,19 @@ def run_arm(args: argparse.Namespace, env_id: str, bonus: str, seed: int, steps:
     wall = time.monotonic() - start
     if result.reason != "done" or result.checkpoint is None:
         raise RuntimeError(f"{run_dir.name}: run ended with {result.reason!r}")
+    return figures_of_run(args, cfg, run_dir, bonus, result.checkpoint, result.env_steps, wall)
+
+
+def figures_of_run(args: argparse.Namespace, cfg: Config, run_dir: Path, bonus: str,
+                   checkpoint: Path, env_steps: int, wall: float) -> RunFigures:
+    """Read a finished run's events and evaluate its final checkpoint (seeded: repeatable)."""
     curves = read_scalars(run_dir)
     curves[RETURN_TAG] = full_window_returns(curves)
     returns = curves[RETURN_TAG][1]
-    ev = evaluate(cfg, result.checkpoint, args.eval_episodes, seed=10_000 + seed)
+    ev = evaluate(cfg, checkpoint, args.eval_episodes, seed=10_000 + cfg.seed)
+    noisy_tv = cfg.env.noisy_tv
     figures = RunFigures(
-        env=env_id, bonus=bonus, seed=seed, noisy_tv=noisy_tv, env_steps=result.env_steps,
+        env=cfg.env.id, bonus=bonus, seed=cfg.seed, noisy_tv=noisy_tv, env_steps=env_steps,
         wall_s=wall, final_return=returns[-1] if returns else math.nan,
         max_return=max(returns) if returns else math.nan, eval_success=ev["success"],
         eval_return=ev["return"], eval_tv_fraction=ev["tv_fraction"] if noisy_tv else None,
@@ -202,10 +214,59 @@ def run_arm(args: argparse.Namespace, env_id: str, bonus: str, seed: int, steps:
                 if tag == RETURN_TAG or tag.endswith("/reward_mean")},
     )
     tv = f", TV {figures.eval_tv_fraction:.1%}" if noisy_tv else ""
-    log(f"{run_dir.name}: {result.env_steps:,} steps in {wall:.0f}s, return "
+    log(f"{run_dir.name}: {env_steps:,} steps in {wall:.0f}s, return "
         f"{figures.final_return:.3f} (max {figures.max_return:.3f}), eval success "
         f"{figures.eval_success:.0%}{tv}")
     return figures
+
+
+# --------------------------------------------------------------------------- report mode
+
+
+def find_run_dirs(paths: list[str]) -> list[Path]:
+    """Run directories among ``paths``: each path is one (has ``config.yaml``) or holds some."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if (path / "config.yaml").is_file():
+            found.append(path)
+            continue
+        inside = sorted(d for d in path.glob("*") if (d / "config.yaml").is_file())
+        if not inside:
+            raise SystemExit(f"--report {raw}: not a run directory and holds none")
+        found += inside
+    return found
+
+
+def bonus_of(args: argparse.Namespace, cfg: Config) -> str:
+    """The ``BONUSES`` name whose intrinsic config the run used (``custom`` if none matches)."""
+    for name in BONUSES:
+        if load_config(args.config, [intrinsic_override(name)]).intrinsic == cfg.intrinsic:
+            return name
+    return "custom:" + "+".join(entry.name for entry in cfg.intrinsic)
+
+
+def events_wall_seconds(run_dir: Path) -> float:
+    """Seconds between the run's first and last TensorBoard event (its training wall time)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    times = [event.wall_time for events in (run_dir / "tb").glob("events.out.tfevents.*")
+             for event in EventFileLoader(str(events)).Load()]
+    return max(times) - min(times) if times else math.nan
+
+
+def report_runs(args: argparse.Namespace) -> list[RunFigures]:
+    """Figures of runs trained earlier (maybe by several invocations), without training."""
+    runs = []
+    for run_dir in find_run_dirs(args.report):
+        cfg = load_config(run_dir / "config.yaml")
+        checkpoint = latest_checkpoint(run_dir / "checkpoints")
+        if checkpoint is None:
+            raise SystemExit(f"--report {run_dir}: no checkpoint (did the run finish?)")
+        env_steps = int(load_checkpoint(checkpoint)["env_steps"])
+        runs.append(figures_of_run(args, cfg, run_dir, bonus_of(args, cfg), checkpoint,
+                                   env_steps, events_wall_seconds(run_dir)))
+    return runs
 
 
 # --------------------------------------------------------------------------- report
@@ -321,18 +382,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--plots", default=str(REPO / "benchmarks" / "plots"))
     parser.add_argument("--runs-dir", default=None,
                         help="keep the runs here (default: a temp dir, deleted at the end)")
+    parser.add_argument("--report", nargs="+", metavar="RUN_DIR", default=None,
+                        help="train nothing: table and plots of runs kept earlier with "
+                             "--runs-dir (run directories, or directories holding them)")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    tv_seeds, tv_steps = args.noisy_tv_seeds, args.noisy_tv_steps
+def train_arms(args: argparse.Namespace) -> list[RunFigures]:
+    """Train every (env, bonus, seed) arm the arguments ask for, one at a time."""
     arms = [(env_id, bonus, seed, args.steps, False)
             for env_id in args.envs for bonus in args.bonuses for seed in args.seeds]
     if args.noisy_tv_env:
-        arms += [(args.noisy_tv_env, bonus, seed, tv_steps, True)
-                 for bonus in args.noisy_tv_bonuses for seed in tv_seeds]
-    started = time.monotonic()
+        arms += [(args.noisy_tv_env, bonus, seed, args.noisy_tv_steps, True)
+                 for bonus in args.noisy_tv_bonuses for seed in args.noisy_tv_seeds]
     runs: list[RunFigures] = []
     with tempfile.TemporaryDirectory(prefix="exploration-") as tmp:
         runs_dir = Path(args.runs_dir or tmp)
@@ -340,23 +402,37 @@ def main(argv: list[str] | None = None) -> int:
             log(f"run {i + 1}/{len(arms)}: {env_id} {bonus} seed {seed}"
                 + (" noisy TV" if noisy_tv else ""))
             runs.append(run_arm(args, env_id, bonus, seed, steps, noisy_tv, runs_dir))
-    plots = []
-    for env_id in args.envs:
-        path = Path(args.plots) / f"exploration_{env_id.removeprefix('MiniGrid-')}.png"
-        plot_env([r for r in runs if not r.noisy_tv], env_id, args.steps, path,
-                 env_id.removeprefix("MiniGrid-"))
-        plots.append(str(path))
-    if args.noisy_tv_env:
-        name = args.noisy_tv_env.removeprefix("MiniGrid-")
-        path = Path(args.plots) / f"exploration_noisy_tv_{name}.png"
-        plot_env([r for r in runs if r.noisy_tv], args.noisy_tv_env, tv_steps, path,
-                 f"{name} + noisy TV")
-        plots.append(str(path))
+    return runs
+
+
+def plot_runs(runs: list[RunFigures], plots_dir: Path) -> list[str]:
+    """One plot per env (and per noisy-TV env), over as many env steps as its longest run."""
+    paths = []
+    for noisy_tv in (False, True):
+        mine = [r for r in runs if r.noisy_tv == noisy_tv]
+        for env_id in dict.fromkeys(r.env for r in mine):
+            name = env_id.removeprefix("MiniGrid-")
+            steps = max(r.env_steps for r in mine if r.env == env_id)
+            prefix, title = ("exploration_noisy_tv_", f"{name} + noisy TV") if noisy_tv \
+                else ("exploration_", name)
+            path = plots_dir / f"{prefix}{name}.png"
+            plot_env(mine, env_id, steps, path, title)
+            paths.append(str(path))
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    runs = report_runs(args) if args.report else train_arms(args)
+    plots = plot_runs(runs, Path(args.plots))
     rows = aggregate(runs)
     print_table(rows)
+    settings = {"report": args.report} if args.report else {
+        "steps": args.steps, "seeds": args.seeds, "noisy_tv_steps": args.noisy_tv_steps,
+        "noisy_tv_seeds": args.noisy_tv_seeds}
     print(json.dumps({
-        "config": args.config, "set": args.set, "steps": args.steps, "seeds": args.seeds,
-        "noisy_tv_steps": tv_steps, "noisy_tv_seeds": tv_seeds, "bonuses": BONUSES,
+        "config": args.config, "set": args.set, **settings, "bonuses": BONUSES,
         "total_wall_s": round(time.monotonic() - started, 1), "plots": plots,
         "rows": rows, "runs": [r.summary() for r in runs],
     }))
