@@ -65,6 +65,8 @@ COUNT_TAG = "episode/count"
 MIN_EPISODES = 100
 #: A seed counts as having solved a task when its final policy succeeds this often.
 SOLVED_SUCCESS = 0.8
+#: A run "takes off" at the first env step where its 100-episode mean return exceeds this.
+TAKEOFF_RETURN = 0.1
 #: Points on the common env-step grid that curves of different seeds are interpolated onto.
 GRID_POINTS = 60
 
@@ -113,6 +115,7 @@ class RunFigures:
     wall_s: float
     final_return: float  # mean return of the last 100 training episodes, at the end
     max_return: float  # best logged value of that mean during training
+    takeoff_step: int | None  # first env step with that mean > TAKEOFF_RETURN (None: never)
     eval_success: float  # fraction of evaluation episodes that reached the goal
     eval_return: float
     eval_tv_fraction: float | None  # noisy TV only: fraction of eval steps on the TV action
@@ -208,7 +211,10 @@ def figures_of_run(args: argparse.Namespace, cfg: Config, run_dir: Path, bonus: 
     figures = RunFigures(
         env=cfg.env.id, bonus=bonus, seed=cfg.seed, noisy_tv=noisy_tv, env_steps=env_steps,
         wall_s=wall, final_return=returns[-1] if returns else math.nan,
-        max_return=max(returns) if returns else math.nan, eval_success=ev["success"],
+        max_return=max(returns) if returns else math.nan,
+        takeoff_step=next((step for step, value in zip(*curves[RETURN_TAG], strict=True)
+                           if value > TAKEOFF_RETURN), None),
+        eval_success=ev["success"],
         eval_return=ev["return"], eval_tv_fraction=ev["tv_fraction"] if noisy_tv else None,
         curves={tag: curve for tag, curve in curves.items()
                 if tag == RETURN_TAG or tag.endswith("/reward_mean")},
@@ -335,6 +341,7 @@ def aggregate(runs: list[RunFigures]) -> list[dict[str, Any]]:
             "env_steps": int(np.mean([r.env_steps for r in mine])),
             "final_return_mean": float(np.mean(final)), "final_return_std": float(np.std(final)),
             "max_return_mean": float(np.mean([r.max_return for r in mine])),
+            "takeoff_steps": [r.takeoff_step for r in mine],
             "eval_success_mean": float(np.mean([r.eval_success for r in mine])),
             "solved_seeds": sum(r.eval_success >= SOLVED_SUCCESS for r in mine),
             "tv_fraction_mean": float(np.mean(tv)) if tv else None,
@@ -343,18 +350,25 @@ def aggregate(runs: list[RunFigures]) -> list[dict[str, Any]]:
     return rows
 
 
+def _takeoffs(steps: list[int | None]) -> str:
+    """Per-seed take-off points in millions of env steps (``-``: never took off)."""
+    return ", ".join("-" if step is None else f"{step / 1e6:.1f}M" for step in steps)
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = ("| env | noisy TV | bonus | seeds | env steps | final return (mean ± std) | "
-              "best return | eval success | solved seeds | TV-action share | wall s/run |")
+              f"best return | return > {TAKEOFF_RETURN} from (per seed) | eval success | "
+              "solved seeds | TV-action share | wall s/run |")
     print(header)
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         tv = "" if r["tv_fraction_mean"] is None else f"{r['tv_fraction_mean']:.1%}"
         print(f"| {r['env'].removeprefix('MiniGrid-')} | {'yes' if r['noisy_tv'] else 'no'} | "
               f"{r['bonus']} | {r['seeds']} | {r['env_steps']:,} | "
               f"{r['final_return_mean']:.3f} ± {r['final_return_std']:.3f} | "
-              f"{r['max_return_mean']:.3f} | {r['eval_success_mean']:.0%} | "
-              f"{r['solved_seeds']}/{r['seeds']} | {tv} | {r['wall_s_mean']:.0f} |")
+              f"{r['max_return_mean']:.3f} | {_takeoffs(r['takeoff_steps'])} | "
+              f"{r['eval_success_mean']:.0%} | {r['solved_seeds']}/{r['seeds']} | {tv} | "
+              f"{r['wall_s_mean']:.0f} |")
 
 
 # --------------------------------------------------------------------------- main
