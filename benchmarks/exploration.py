@@ -51,7 +51,7 @@ from actors.envs import probe_env_spec
 from explorer.config import Config, load_config
 from explorer.rundir import create_run_dir
 from explorer.supervisor import Supervisor
-from learner.checkpoint import latest_checkpoint, load_checkpoint
+from learner.checkpoint import checkpoint_env_steps, latest_checkpoint
 from learner.evaluate import evaluate_policy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -244,10 +244,10 @@ def find_run_dirs(paths: list[str]) -> list[Path]:
     return found
 
 
-def bonus_of(args: argparse.Namespace, cfg: Config) -> str:
+def bonus_of(known: dict[str, Any], cfg: Config) -> str:
     """The ``BONUSES`` name whose intrinsic config the run used (``custom`` if none matches)."""
-    for name in BONUSES:
-        if load_config(args.config, [intrinsic_override(name)]).intrinsic == cfg.intrinsic:
+    for name, intrinsic in known.items():
+        if intrinsic == cfg.intrinsic:
             return name
     return "custom:" + "+".join(entry.name for entry in cfg.intrinsic)
 
@@ -263,15 +263,16 @@ def events_wall_seconds(run_dir: Path) -> float:
 
 def report_runs(args: argparse.Namespace) -> list[RunFigures]:
     """Figures of runs trained earlier (maybe by several invocations), without training."""
+    known = {name: load_config(args.config, [intrinsic_override(name)]).intrinsic
+             for name in BONUSES}
     runs = []
     for run_dir in find_run_dirs(args.report):
         cfg = load_config(run_dir / "config.yaml")
         checkpoint = latest_checkpoint(run_dir / "checkpoints")
         if checkpoint is None:
             raise SystemExit(f"--report {run_dir}: no checkpoint (did the run finish?)")
-        env_steps = int(load_checkpoint(checkpoint)["env_steps"])
-        runs.append(figures_of_run(args, cfg, run_dir, bonus_of(args, cfg), checkpoint,
-                                   env_steps, events_wall_seconds(run_dir)))
+        runs.append(figures_of_run(args, cfg, run_dir, bonus_of(known, cfg), checkpoint,
+                                   checkpoint_env_steps(checkpoint), events_wall_seconds(run_dir)))
     return runs
 
 

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["capture_rng_state", "latest_checkpoint", "load_checkpoint", "restore_rng_state",
-           "save_checkpoint"]
+__all__ = ["capture_rng_state", "checkpoint_env_steps", "latest_checkpoint", "load_checkpoint",
+           "restore_rng_state", "save_checkpoint"]
 
 _NAME = re.compile(r"^ckpt_(\d{12})\.pt$")
 
@@ -50,6 +50,14 @@ def latest_checkpoint(directory: Path) -> Path | None:
         return None
     found = sorted(p for p in directory.iterdir() if _NAME.match(p.name))
     return found[-1] if found else None
+
+
+def checkpoint_env_steps(path: Path) -> int:
+    """The env steps a checkpoint was written at, from its name (no need to load it)."""
+    match = _NAME.match(path.name)
+    if match is None:
+        raise ValueError(f"{path}: not a checkpoint name (ckpt_<12-digit env steps>.pt)")
+    return int(match.group(1))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
