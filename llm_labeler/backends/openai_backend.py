@@ -22,6 +22,10 @@ traceback).
 
 A silent (hanging) server costs a batch at most ``timeout_s * (max_retries + 1)`` plus the
 back-off delays (each at most ``backoff_max_s``); chunks of one batch run in parallel.
+
+This module is the HTTP client; the prompts and the reply parser are in
+:mod:`llm_labeler.backends.openai_prompt`, the circuit breaker in
+:mod:`llm_labeler.backends.breaker` (their public names are re-exported here).
 """
 
 from __future__ import annotations
@@ -29,24 +33,35 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import random
-import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from llm_labeler.backends.breaker import CircuitBreaker
+from llm_labeler.backends.openai_prompt import (
+    DEFAULT_COMPARE_TEMPLATE,
+    DEFAULT_SYSTEM_PROMPT,
+    DEFAULT_USER_TEMPLATE,
+    ParseError,
+    compare_messages,
+    format_messages,
+    label_messages,
+    parse_answers,
+    prompt_hash,
+)
 from llm_labeler.protocol import Label, LabelerError
 from llm_labeler.registry import register_labeler
 from llm_labeler.store import normalize_text
 
+# Prompt, parser and breaker live in their own modules; their names stay importable from here.
 __all__ = ["DEFAULT_COMPARE_TEMPLATE", "DEFAULT_SYSTEM_PROMPT", "DEFAULT_USER_TEMPLATE",
            "BatchResult", "CircuitBreaker",
            "OpenAILabeler", "OpenAILabelerConfig", "ParseError", "format_messages",
@@ -54,304 +69,8 @@ __all__ = ["DEFAULT_COMPARE_TEMPLATE", "DEFAULT_SYSTEM_PROMPT", "DEFAULT_USER_TE
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SYSTEM_PROMPT = (
-    "You are a helpful and honest judge of good gameplay and progress in the game NetHack. "
-    "Always answer as helpfully as possible, while being truthful. If you are not sure "
-    "whether a message shows progress, answer no rather than inventing information.")
-
-DEFAULT_USER_TEMPLATE = (
-    "I will show you {n} messages from the game NetHack, numbered 1 to {n}. For each message, "
-    "tell me whether it indicates that the player made progress, or that something happened "
-    "that an expert player would want to seek (for example killing a monster, acquiring a "
-    "valuable item, finding the stairs down). Prompts, menus, failed actions and flavour text "
-    "are not progress.\n\n"
-    "Messages:\n{messages}\n\n"
-    'Answer with exactly {n} lines and nothing else, one per message, in the form "N: yes" or '
-    '"N: no".')
-
-DEFAULT_COMPARE_TEMPLATE = (
-    "I will show you {n} pairs of messages from the game NetHack, numbered 1 to {n}. For each "
-    "pair, tell me whether message A shows more progress, or something an expert player would "
-    "rather seek, than message B.\n\n"
-    "Pairs:\n{messages}\n\n"
-    'Answer with exactly {n} lines and nothing else, one per pair, in the form "N: yes" (A is '
-    'better) or "N: no".')
-
-#: Version of the way texts are put into the prompt; part of :func:`prompt_hash`.
-_FORMAT_VERSION = "numbered-lines-v1"
-
 #: Error kinds worth a retry: the same request may succeed later.
 RETRYABLE = frozenset({"timeout", "connection", "http_5xx", "http_429"})
-
-
-# -- prompt ----------------------------------------------------------------------------------
-
-def format_messages(texts: Sequence[str], max_chars: int) -> str:
-    """Render texts as the numbered list the prompt shows, one line each.
-
-    Args:
-        texts: (n,) texts (valid Unicode).
-        max_chars: longest text kept; longer ones are cut and end with ``"…"``.
-
-    Returns:
-        ``"1. text\\n2. text..."``; line breaks and control characters inside a text become
-        spaces so that each message stays on its own line.
-    """
-    lines = []
-    for i, text in enumerate(texts, start=1):
-        flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-        if len(flat) > max_chars:
-            flat = flat[:max_chars - 1] + "…"
-        lines.append(f"{i}. {flat or '(empty message)'}")
-    return "\n".join(lines)
-
-
-def prompt_hash(system_prompt: str, user_template: str) -> str:
-    """Short hash identifying a prompt; stored with each label (``LabelStore.put_many``)."""
-    blob = "\0".join((system_prompt, user_template, _FORMAT_VERSION)).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-# -- reply parsing ---------------------------------------------------------------------------
-
-class ParseError(ValueError):
-    """A reply that does not give one yes/no answer per message.
-
-    Attributes:
-        kind: ``"parse"`` (unreadable or empty), ``"refusal"`` (the model declined) or
-            ``"wrong_count"`` (readable, but not one answer per message).
-        sample: the start of the offending reply, for the log.
-    """
-
-    def __init__(self, message: str, *, kind: str, sample: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.sample = sample
-
-
-_TRUE = frozenset({"yes", "y", "true", "1", "positive", "interesting"})
-_FALSE = frozenset({"no", "n", "false", "0", "negative", "uninteresting"})
-_WORD = r"(yes|no|true|false|y|n|1|0)"
-_STRONG = r"(yes|no|true|false)"  # answer words that may be followed by an explanation
-_PREFIX = r"^[\s>*_#-]*(?:message|msg|answer)?\s*#?[\[(]?\s*(\d{1,4})\s*[\])]?"
-_FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*\n?(.*?)```", re.DOTALL)
-_NUMBERED = re.compile(  # "1: yes", "2) No - a prompt", "**3.** true", "[4] n", "Message 5: 0"
-    _PREFIX + r"\s*[:.)\-=]?[\s*_\"']*(?:" + _STRONG + r"\b|(y|n|1|0)[\s*_\"'.!]*$)",
-    re.IGNORECASE)
-_NUMBERED_TAIL = re.compile(  # the model repeats the message: "1. You kill the newt! -> yes"
-    _PREFIX + r"\s*[:.)\-=]\s*.*?(?:->|=>|:|-|\||—)\s*[*_\"']*" + _STRONG + r"\W*$",
-    re.IGNORECASE)
-_BARE = re.compile(  # one answer per line: "yes", "- No, a prompt.", "1"
-    r"^[\s>*_#•-]*[\"']?(?:" + _STRONG + r"\b[\"']?(?:$|[\s.,;:!)(-].*$)|(y|n|1|0)\W*$)",
-    re.IGNORECASE)
-_TOKENS_ONLY = re.compile(r"^[\s\[\](),;\"'`]*(?:" + _WORD + r"[\s\[\](),;\"'`]*)+$",
-                          re.IGNORECASE)
-_REFUSAL = re.compile(r"\b(I\s+(?:cannot|can ?not|can't|won't|am unable|'m unable|am not able|"
-                      r"'m not able)|I'm sorry|I am sorry|as an AI|I apologi[sz]e|"
-                      r"not able to (?:help|assist|comply))", re.IGNORECASE)
-
-
-def _to_answer(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return int(value)
-    if isinstance(value, str):
-        word = value.strip().strip(".!\"'*").lower()
-        if word in _TRUE:
-            return 1
-        if word in _FALSE:
-            return 0
-    if isinstance(value, dict):  # {"id": 1, "answer": "yes"} or {"1": "yes"}
-        for key in ("answer", "label", "interesting", "progress", "value", "result"):
-            if key in value:
-                return _to_answer(value[key])
-        if len(value) == 1:
-            return _to_answer(next(iter(value.values())))
-    return None
-
-
-def _from_json(text: str, n: int) -> list[int] | None:
-    """Answers from a JSON array or object somewhere in ``text``; ``None`` if there is none."""
-    for opener, closer in (("[", "]"), ("{", "}")):
-        start, stop = text.find(opener), text.rfind(closer)
-        if start < 0 or stop <= start:
-            continue
-        try:
-            data = json.loads(text[start:stop + 1])
-        except (json.JSONDecodeError, RecursionError):  # not JSON, or absurdly nested
-            continue
-        if isinstance(data, dict):
-            for key in ("answers", "labels", "results", "messages"):
-                if isinstance(data.get(key), list):
-                    data = data[key]
-                    break
-        if isinstance(data, dict):  # {"1": "yes", "2": "no"}
-            try:
-                items = sorted((int(k), v) for k, v in data.items())
-            except ValueError:
-                continue
-            data = [v for _, v in items]
-            if [k for k, _ in items] != list(range(1, len(items) + 1)):
-                raise ParseError(f"JSON object keys {[k for k, _ in items]} are not 1..{n}",
-                                 kind="wrong_count", sample=text[:200])
-        if not isinstance(data, list):
-            continue
-        answers = [_to_answer(v) for v in data]
-        if any(a is None for a in answers):
-            bad = next(v for v, a in zip(data, answers, strict=True) if a is None)
-            raise ParseError(f"JSON answer {bad!r} is not yes/no", kind="parse",
-                             sample=text[:200])
-        return answers  # type: ignore[return-value]
-    return None
-
-
-def _from_numbered(lines: list[str], n: int) -> dict[int, int] | None:
-    found: dict[int, int] = {}
-    for line in lines:
-        match = _NUMBERED_TAIL.match(line) or _NUMBERED.match(line)
-        if match is None:
-            continue
-        num = int(match.group(1))
-        answer = _to_answer(next(g for g in match.groups()[1:] if g is not None))
-        if answer is None:
-            continue
-        if num in found and found[num] != answer:
-            raise ParseError(f"message {num} answered both yes and no", kind="parse",
-                             sample="\n".join(lines)[:200])
-        found[num] = answer
-    return found or None
-
-
-def parse_answers(reply: str | None, n: int) -> list[int]:
-    """Read one 0/1 answer per message from an LLM reply.
-
-    Accepted: numbered lines (``"1: yes"``, ``"2) No"``, ``"**3.** true"``, ``"4. <message>
-    -> no"``), JSON (``["yes", "no"]``, ``[1, 0]``, ``{"1": "yes"}``, ``{"answers": [...]}``,
-    ``[{"id": 1, "answer": "yes"}]``), one bare answer per line, or a single line of answers
-    (``"yes, no, yes"``); code fences and chatter around the answers are ignored. Numbering
-    from 0 is accepted too.
-
-    Args:
-        reply: the model's message content.
-        n: number of messages asked about (>= 1).
-
-    Returns:
-        (n,) answers, 1 = yes.
-
-    Raises:
-        ParseError: ``kind="parse"`` for an empty or unreadable reply, ``"refusal"`` when the
-            model declined, ``"wrong_count"`` when the answers are readable but not one per
-            message.
-    """
-    text = (reply or "").strip()
-    sample = text[:200]
-    if not text:
-        raise ParseError("empty reply", kind="parse", sample=sample)
-    fenced = _FENCE.findall(text)
-    body = "\n".join(fenced) if fenced else text.replace("```", "")
-
-    answers = _from_json(body, n)
-    if answers is None:
-        lines = [ln for ln in body.splitlines() if ln.strip()]
-        numbered = _from_numbered(lines, n)
-        if numbered is not None:
-            keys = sorted(numbered)
-            if keys == list(range(n)):  # numbered from 0
-                numbered = {k + 1: v for k, v in numbered.items()}
-                keys = sorted(numbered)
-            if keys != list(range(1, n + 1)):
-                raise ParseError(f"answers for messages {keys}, expected 1..{n}",
-                                 kind="wrong_count", sample=sample)
-            return [numbered[k] for k in keys]
-        bare = [m.group(1) or m.group(2) for m in map(_BARE.match, lines) if m]
-        if len(lines) == 1 and _TOKENS_ONLY.match(lines[0]):
-            bare = re.findall(_WORD, lines[0], flags=re.IGNORECASE)
-        if bare:
-            answers = [_to_answer(word) for word in bare]  # type: ignore[misc]
-    if answers is None:
-        kind = "refusal" if _REFUSAL.search(text) else "parse"
-        raise ParseError("no answers found in the reply" if kind == "parse" else
-                         "the model refused", kind=kind, sample=sample)
-    if len(answers) != n:
-        raise ParseError(f"{len(answers)} answers for {n} messages", kind="wrong_count",
-                         sample=sample)
-    return answers
-
-
-# -- circuit breaker -------------------------------------------------------------------------
-
-class CircuitBreaker:
-    """Closed → open after ``failure_threshold`` consecutive failures → half-open after
-    ``cooldown_s`` (exactly one probe request allowed) → closed on the probe's success, open
-    again on its failure. Thread-safe.
-
-    Every :meth:`allow` that returns true must be followed by one :meth:`record_success` or
-    :meth:`record_failure`.
-    """
-
-    CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
-
-    def __init__(self, failure_threshold: int, cooldown_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        """Create a closed breaker.
-
-        Args:
-            failure_threshold: consecutive failures that open it (>= 1).
-            cooldown_s: time open before a probe is allowed, seconds.
-            clock: monotonic time source (tests pass a fake).
-        """
-        self.failure_threshold = failure_threshold
-        self.cooldown_s = cooldown_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._state = self.CLOSED
-        self._failures = 0
-        self._opened_at = 0.0
-        self._probing = False
-        self.opens = 0
-
-    @property
-    def state(self) -> str:
-        """``"closed"``, ``"open"`` or ``"half_open"`` (a probe may be or is being sent)."""
-        with self._lock:
-            if self._state == self.OPEN and self._clock() - self._opened_at >= self.cooldown_s:
-                return self.HALF_OPEN
-            return self._state
-
-    def allow(self) -> bool:
-        """Whether a request may be sent now (claims the probe slot when half-open)."""
-        with self._lock:
-            if self._state == self.CLOSED:
-                return True
-            if self._state == self.OPEN:
-                if self._clock() - self._opened_at < self.cooldown_s:
-                    return False
-                self._state = self.HALF_OPEN
-            if self._probing:
-                return False
-            self._probing = True
-            return True
-
-    def record_success(self) -> None:
-        """The server answered (any 2xx reply): close."""
-        with self._lock:
-            self._state, self._failures, self._probing = self.CLOSED, 0, False
-
-    def record_failure(self) -> None:
-        """The request failed at the transport or HTTP level."""
-        with self._lock:
-            self._failures += 1
-            if self._state == self.HALF_OPEN or (self._state == self.CLOSED and
-                                                 self._failures >= self.failure_threshold):
-                self.opens += self._state == self.CLOSED
-                self._state, self._opened_at, self._probing = self.OPEN, self._clock(), False
-
-    def stats(self) -> dict[str, Any]:
-        """``state``, ``opens`` (closed → open transitions) and ``consecutive_failures``."""
-        state = self.state
-        with self._lock:
-            return {"state": state, "opens": self.opens, "consecutive_failures": self._failures}
 
 
 # -- labeler ---------------------------------------------------------------------------------
@@ -623,14 +342,12 @@ class OpenAILabeler:
 
     def _build_request(self, texts: list[str]) -> dict[str, Any]:
         cfg = self.config
-        cut = sum(len(t) > cfg.max_prompt_chars for t in texts)
-        self._count(truncated=cut)
-        user = (cfg.user_template.replace("{n}", str(len(texts)))
-                .replace("{messages}", format_messages(texts, cfg.max_prompt_chars)))
+        self._count(truncated=sum(len(t) > cfg.max_prompt_chars for t in texts))
         return {"model": cfg.model, "temperature": cfg.temperature, "stream": False,
                 "max_tokens": 64 + cfg.max_tokens_per_text * len(texts),
-                "messages": [{"role": "system", "content": cfg.system_prompt},
-                             {"role": "user", "content": user}]}
+                "messages": label_messages(texts, system_prompt=cfg.system_prompt,
+                                           user_template=cfg.user_template,
+                                           max_chars=cfg.max_prompt_chars)}
 
     def _label_chunk(self, texts: list[str]) -> dict[str, int | str]:
         """One request (with retries) for ``texts``: ``{text: answer}`` or ``{text: kind}``."""
@@ -661,16 +378,11 @@ class OpenAILabeler:
 
     def _compare_chunk(self, pairs: list[tuple[str, str]]) -> list[float | None]:
         cfg = self.config
-        width = max(8, cfg.max_prompt_chars // 2)
-        shown = [f"A: {format_messages([a], width)[3:]} | B: {format_messages([b], width)[3:]}"
-                 for a, b in pairs]
-        user = (cfg.compare_template.replace("{n}", str(len(pairs)))
-                .replace("{messages}", "\n".join(f"{i}. {line}" for i, line in
-                                                 enumerate(shown, start=1))))
         body = {"model": cfg.model, "temperature": cfg.temperature, "stream": False,
                 "max_tokens": 64 + cfg.max_tokens_per_text * len(pairs),
-                "messages": [{"role": "system", "content": cfg.system_prompt},
-                             {"role": "user", "content": user}]}
+                "messages": compare_messages(pairs, system_prompt=cfg.system_prompt,
+                                             compare_template=cfg.compare_template,
+                                             max_chars=cfg.max_prompt_chars)}
         answers = self._ask(body, len(pairs))
         if isinstance(answers, str):
             return [None] * len(pairs)
