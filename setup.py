@@ -32,8 +32,9 @@ setup(
         "llm": ["llama-cpp-python[server]==0.3.36"],
         # matplotlib: benchmarks/exploration.py plots
         # pytest-rerunfailures: the one asynchronous learning test that may rerun once
+        # import-linter: `lint-imports` enforces the one-way layers of .importlinter
         "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-rerunfailures>=14", "ruff>=0.6",
-                 "matplotlib>=3.7"],
+                 "matplotlib>=3.7", "import-linter>=2.1"],
     },
-    entry_points={"console_scripts": ["explorer=explorer.cli:main"]},
+    entry_points={"console_scripts": ["explorer=explorer.app.cli:main"]},
 )

@@ -1,7 +1,7 @@
 """The actor process: step envs with the newest policy, stream rollouts to the learner.
 
 One actor owns ``env.envs_per_actor`` envs and runs CPU inference on one thread. Each rollout
-of T steps is sent as one zero-copy ZeroMQ message (``explorer.wire``); weights arrive on a
+of T steps is sent as one zero-copy ZeroMQ message (``explorer.core.wire``); weights arrive on a
 SUB socket and the newest version is applied between rollouts.
 """
 
@@ -20,10 +20,10 @@ import zmq
 from actors.envs import StepResult, make_vec_env
 from actors.rollout import RolloutRing, RolloutStorage
 from actors.texts import TextCapture, make_text_source
-from explorer.specs import EnvSpec, pack_episode_stats, weights_schema
-from explorer.wire import KIND_ROLLOUT, DropCounter, Message, WireError, decode, encode
-from learner.models import make_actor_critic, obs_to_torch
-from llm_labeler.updates import TableSubscriber
+from explorer.core.networks import make_actor_critic, obs_to_torch
+from explorer.core.specs import EnvSpec, pack_episode_stats, weights_schema
+from explorer.core.tables import TableSubscriber
+from explorer.core.wire import KIND_ROLLOUT, DropCounter, Message, WireError, decode, encode
 
 __all__ = ["Actor", "ActorArgs", "ActorStopped", "actor_main"]
 

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from explorer.config import envpool_ids, nle_ids
-from explorer.specs import EnvSpec, ObsSpec
+from actors.env_ids import envpool_ids, nle_ids
+from explorer.core.specs import EnvSpec, ObsSpec
 
 __all__ = ["StepResult", "VecEnv", "make_vec_env", "probe_env_spec"]
 

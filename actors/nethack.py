@@ -52,7 +52,7 @@ import numpy as np
 
 from actors.envs import StepResult
 from actors.nethack_tasks import OBS_KEYS, EndStatus, make_nle_env
-from explorer.specs import EnvSpec, EpisodeStatsSpec
+from explorer.core.specs import EnvSpec, EpisodeStatsSpec
 
 __all__ = ["EPISODE_STATS", "NetHackVecEnv"]
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from actors.envs import StepResult, VecEnv
-from explorer.specs import EnvSpec
+from explorer.core.specs import EnvSpec
 
 __all__ = ["NoisyTVVecEnv", "default_noise_high", "default_noop_action", "image_keys"]
 

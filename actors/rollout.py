@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import zmq
 
-from explorer.specs import EnvSpec
+from explorer.core.specs import EnvSpec
 
 __all__ = ["RolloutRing", "RolloutStorage"]
 
@@ -36,7 +36,7 @@ class RolloutStorage:
         self.tracker: zmq.MessageTracker | None = None
 
     def arrays(self, ep_returns: np.ndarray, ep_lengths: np.ndarray) -> dict[str, np.ndarray]:
-        """The named arrays of the wire schema (see ``explorer.specs.rollout_schema``)."""
+        """The named arrays of the wire schema (see ``explorer.core.specs.rollout_schema``)."""
         out = {f"obs/{k}": v for k, v in self.obs.items()}
         out.update(
             actions=self.actions, logp=self.logp, values=self.values, rewards=self.rewards,

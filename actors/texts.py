@@ -10,24 +10,17 @@ batch (counted, and retried later) instead of ever blocking the actor.
 from __future__ import annotations
 
 import collections
-import importlib
-import re
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
 import numpy as np
 import zmq
 
-from explorer.text_ids import text_id as text_hash
+from explorer.core.loading import import_object, import_path_problem, unknown_name_problem
+from explorer.core.texts import clip_text, encode_texts_message, split_units, text_id
 
-__all__ = ["TEXT_PROTOCOL_VERSION", "TextCapture", "decode_texts", "make_text_source",
-           "split_units", "text_hash"]
+__all__ = ["TextCapture", "TextSource", "make_text_source", "text_source_problems"]
 
-TEXT_PROTOCOL_VERSION = 1
-_MAX_TEXT_CHARS = 4096
-#: NetHack (and most game text) separates sentences on one line with two spaces.
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s{2,}")
 
 TextSource = Callable[[dict[str, np.ndarray], Any], list[str]]
 
@@ -56,44 +49,17 @@ def make_text_source(spec: str) -> TextSource:
     if ":" not in spec:
         raise ValueError(f"unknown text source {spec!r}; built-in: {', '.join(_SOURCES)} "
                          "(or an import path package.module:function)")
-    module, _, attr = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"cannot import text source {spec!r}: {err}") from None
+    return import_object(spec, "text source")
 
 
-def parse_texts_message(frame: bytes) -> tuple[int, list[str], list[str]]:
-    """Parse a texts message into (actor_id, new texts, hot texts); raises ValueError naming
-    what is wrong. ``hot`` (optional) re-announces texts already sent that keep recurring, so
-    the labeler can label frequent texts first."""
-    try:
-        msg = msgpack.unpackb(frame, raw=False, max_bin_len=0)
-    except Exception as exc:  # noqa: BLE001 - msgpack raises many types on garbage input
-        raise ValueError(f"texts message is not msgpack ({type(exc).__name__})") from None
-    if not isinstance(msg, dict) or msg.get("v") != TEXT_PROTOCOL_VERSION:
-        raise ValueError("texts message: not a map with protocol version "
-                         f"{TEXT_PROTOCOL_VERSION}")
-    texts, actor_id, hot = msg.get("texts"), msg.get("actor_id"), msg.get("hot", [])
-    if not isinstance(actor_id, int) or not all(
-            isinstance(x, list) and all(isinstance(t, str) for t in x) for x in (texts, hot)):
-        raise ValueError("texts message: needs int actor_id and lists of strings")
-    return actor_id, texts, hot
-
-
-def split_units(text: str, max_units: int) -> list[str]:
-    """The sentences of ``text`` (at most ``max_units``: the rest stay joined in the last)."""
-    parts = [p for p in _SENTENCE_BREAK.split(text.strip()) if p]
-    if len(parts) > max_units:
-        parts[max_units - 1:] = ["  ".join(parts[max_units - 1:])]
-    return parts
-
-
-def decode_texts(frame: bytes) -> tuple[int, list[str]]:
-    """Parse a texts message into (actor_id, new texts); raises ValueError naming what is
-    wrong."""
-    actor_id, texts, _ = parse_texts_message(frame)
-    return actor_id, texts
+def text_source_problems(cfg: Any) -> list[str]:
+    """A config check: ``text.source`` is a built-in name or an importable path."""
+    spec = cfg.text.source
+    if spec is None:
+        return []
+    if ":" in spec:
+        return import_path_problem("text.source", spec, "text source")
+    return unknown_name_problem("text.source", spec, _SOURCES, "text source")
 
 
 class TextCapture:
@@ -145,7 +111,7 @@ class TextCapture:
                 continue
             units = split_units(text, self.max_units) if self._split else [text]
             for j, unit in enumerate(units):
-                key = text_hash(unit)
+                key = text_id(unit)
                 hashes[i, j] = key
                 if key == 0:
                     continue
@@ -171,9 +137,9 @@ class TextCapture:
         if seen is not None:
             self.sent[key] = seen = seen + 1
             if seen >= 4 and seen & (seen - 1) == 0:  # 4, 8, 16, ...: still recurring
-                self.hot[key] = unit[:_MAX_TEXT_CHARS]
+                self.hot[key] = clip_text(unit)
         elif key not in self.pending:
-            self.pending[key] = unit[:_MAX_TEXT_CHARS]
+            self.pending[key] = clip_text(unit)
 
     def end_episodes(self, ended: np.ndarray) -> None:
         """Forget the counts of envs whose episode ended at this step."""
@@ -187,9 +153,8 @@ class TextCapture:
             return
         if not self.pending and not self.hot:
             return
-        frame = msgpack.packb({"v": TEXT_PROTOCOL_VERSION, "actor_id": self.actor_id,
-                               "texts": list(self.pending.values()),
-                               "hot": list(self.hot.values())}, use_bin_type=True)
+        frame = encode_texts_message(self.actor_id, list(self.pending.values()),
+                                     list(self.hot.values()))
         try:
             self.socket.send(frame, zmq.NOBLOCK)
         except zmq.Again:

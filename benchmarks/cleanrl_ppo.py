@@ -2,7 +2,8 @@
 
 Read top to bottom like CleanRL's ``ppo_atari_envpool.py``: one EnvPool of ``num_envs`` envs,
 a rollout of T steps with CPU inference, GAE, then the PPO-clip update. For a fair comparison
-with our distributed trainer it uses the *same network class* (``learner.models.ActorCritic``)
+with our distributed trainer it uses the *same network class*
+(``explorer.core.networks.ActorCritic``)
 and by default the same update per batch as our APPO learner: 1 epoch x 1 minibatch over the
 whole T x num_envs batch. Like CleanRL it leaves torch's thread count at its default.
 
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from learner.models import ActorCritic
+from explorer.core.networks import ActorCritic
 
 
 def obs_spec_of(space: gym.Space) -> dict[str, tuple[tuple[int, ...], str]]:

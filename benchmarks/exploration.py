@@ -48,11 +48,11 @@ from typing import Any
 import numpy as np
 
 from actors.envs import probe_env_spec
-from explorer.config import Config, load_config
-from explorer.rundir import create_run_dir
-from explorer.supervisor import Supervisor
-from learner.checkpoint import checkpoint_env_steps, latest_checkpoint
-from learner.evaluate import evaluate_policy
+from explorer.app.evaluate import evaluate_policy
+from explorer.app.rundir import create_run_dir
+from explorer.app.supervisor import Supervisor
+from explorer.core.checkpoint import checkpoint_env_steps, latest_checkpoint
+from explorer.core.config import Config, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ENVS = ("MiniGrid-KeyCorridorS3R3-v0", "MiniGrid-ObstructedMaze-1Dl-v0")

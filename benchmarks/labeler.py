@@ -41,9 +41,9 @@ from bench_utils import CTX, RESULT_TIMEOUT_S, ratio
 from throughput import actors_fps
 
 from actors.envs import make_vec_env, probe_env_spec
-from explorer.config import Config, load_config
-from explorer.rundir import create_run_dir
-from explorer.supervisor import Supervisor
+from explorer.app.rundir import create_run_dir
+from explorer.app.supervisor import Supervisor
+from explorer.core.config import Config, load_config
 from llm_labeler.service import ServiceArgs, labeler_main
 
 REPO = Path(__file__).resolve().parents[1]

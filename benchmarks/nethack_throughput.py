@@ -47,7 +47,7 @@ from throughput import train_fps
 from actors.envs import probe_env_spec
 from actors.nethack import NetHackVecEnv
 from actors.nethack_tasks import OBS_KEYS, make_nle_env
-from explorer.config import load_config
+from explorer.core.config import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_CONFIG = os.path.join(REPO, "configs", "nethack_score.yaml")

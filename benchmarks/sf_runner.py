@@ -5,7 +5,7 @@ Runs inside a *separate* virtual environment that has ``sample-factory`` and ``e
 
     /work/sfvenv/bin/python benchmarks/sf_runner.py --env MiniGrid-Empty-8x8-v0 --seconds 20
 
-``throughput.py`` starts it as a subprocess. It imports only ``learner.models`` from this
+``throughput.py`` starts it as a subprocess. It imports only ``explorer.core.networks`` from this
 repository (torch and numpy only), so Sample Factory trains the same torso as our learner.
 
 Setup, matched to ours: ``num_workers`` rollout workers, each stepping one batched EnvPool of
@@ -43,7 +43,7 @@ from sample_factory.envs.env_utils import register_env
 from sample_factory.model.encoder import Encoder
 from sample_factory.train import make_runner
 
-from learner.models import build_encoder
+from explorer.core.networks import build_encoder
 
 ENV_NAME = "bench_envpool"
 
@@ -101,7 +101,7 @@ def make_env(full_env_name, cfg=None, env_config=None, render_mode=None) -> EnvP
 
 
 class ProjectEncoder(Encoder):
-    """Our torso (``learner.models.build_encoder``) behind Sample Factory's Encoder interface."""
+    """Our torso (``explorer.core.networks.build_encoder``) as Sample Factory's Encoder."""
 
     def __init__(self, cfg, obs_space) -> None:
         super().__init__(cfg)

@@ -21,7 +21,7 @@ f. Sample Factory 2 APPO (``benchmarks/sf_runner.py`` in its own venv, ``--sf-py
 g. wire: rollout-like 8/16/32 MB messages PUSH -> PULL between two processes over tcp
    loopback and ipc, zero-copy send, ``decode`` on receive, in GB/s; goal >= 2 GB/s.
 
-The model is ``learner.models.ActorCritic`` with the config's model settings (``--config``,
+The model is ``explorer.core.networks.ActorCritic`` with the config's model settings (``--config``,
 default ``configs/quickstart.yaml``); if they do not fit the env (e.g. ``minigrid_cnn`` on
 CartPole) the torso kind falls back to ``auto``. Our learner batches N rollouts per update
 (``learner.batch_rollouts = N``), the same N*E*T steps as one CleanRL / Sample Factory batch.
@@ -56,12 +56,12 @@ from bench_utils import CTX, RESULT_TIMEOUT_S, ratio, run_parallel, timed_loop
 
 from actors.actor import ActorArgs, actor_main
 from actors.envs import make_vec_env, probe_env_spec
-from explorer.config import Config, envpool_ids, load_config
-from explorer.progress import ProgressReporter
-from explorer.specs import EnvSpec, rollout_schema
-from explorer.supervisor import Supervisor
-from explorer.wire import KIND_ROLLOUT, KIND_WEIGHTS, Message, WireError, decode, encode
-from learner.models import ActorCritic, select_encoder_kind
+from explorer.app.progress import ProgressReporter
+from explorer.app.supervisor import Supervisor
+from explorer.core.config import Config, envpool_ids, load_config
+from explorer.core.networks import ActorCritic, select_encoder_kind
+from explorer.core.specs import EnvSpec, rollout_schema
+from explorer.core.wire import KIND_ROLLOUT, KIND_WEIGHTS, Message, WireError, decode, encode
 
 REPO = Path(__file__).resolve().parents[1]
 WIRE_SIZES_MB = (8, 16, 32)

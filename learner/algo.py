@@ -18,7 +18,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from explorer.specs import EnvSpec
+from explorer.core.networks import make_actor_critic
+from explorer.core.specs import EnvSpec
 from learner.batch import Batch
 from learner.bonuses import BonusSet
 from learner.losses import (
@@ -29,7 +30,6 @@ from learner.losses import (
     value_loss,
     vtrace,
 )
-from learner.models import make_actor_critic
 from learner.text_rewards import OniTextReward
 from learner.value_norm import ValueNormalizer
 

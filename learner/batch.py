@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from explorer.wire import Message
+from explorer.core.wire import Message
 
 __all__ = ["Batch", "stack_rollouts"]
 

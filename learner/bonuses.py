@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
+from explorer.core.specs import EnvSpec
 from explorer.intrinsic import IntrinsicReward, TransitionBatch, make_intrinsic
-from explorer.specs import EnvSpec
 
 __all__ = ["BonusSet", "ReturnNormalizer"]
 

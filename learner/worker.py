@@ -1,6 +1,6 @@
 """The learner process: receive rollouts, train, publish weights, log, checkpoint.
 
-The socket loop never lets a bad message reach training: ``explorer.wire.decode`` rejects it,
+The socket loop never lets a bad message reach training: ``explorer.core.wire.decode`` rejects it,
 the drop is counted by reason (TensorBoard ``wire/dropped``), and the loop goes on.
 """
 
@@ -19,18 +19,18 @@ import numpy as np
 import torch
 import zmq
 
-from explorer.sockets import bind
-from explorer.specs import EnvSpec, EpisodeStatsSpec, rollout_schema, unpack_episode_stats
-from explorer.wire import KIND_WEIGHTS, DropCounter, Message, WireError, decode, encode
-from learner.algo import Learner, resolve_device
-from learner.batch import stack_rollouts
-from learner.checkpoint import (
+from explorer.core.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
-from llm_labeler.updates import TableSubscriber
+from explorer.core.sockets import bind
+from explorer.core.specs import EnvSpec, EpisodeStatsSpec, rollout_schema, unpack_episode_stats
+from explorer.core.tables import TableSubscriber
+from explorer.core.wire import KIND_WEIGHTS, DropCounter, Message, WireError, decode, encode
+from learner.algo import Learner, resolve_device
+from learner.batch import stack_rollouts
 
 __all__ = ["LearnerArgs", "LearnerWorker", "learner_main"]
 
@@ -86,7 +86,7 @@ class EpisodeStatsLog:
         """Records a rollout's episodes; returns how many.
 
         Raises:
-            WireError: ``bad_episode_stats`` (see ``explorer.specs.unpack_episode_stats``).
+            WireError: ``bad_episode_stats`` (see ``explorer.core.specs.unpack_episode_stats``).
         """
         values, labels = unpack_episode_stats(arrays, self.spec)
         self.values.extend(values)

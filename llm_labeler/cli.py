@@ -111,13 +111,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     import zmq
 
-    from explorer.config import ConfigError, load_config
+    from explorer.core.config import ConfigError, load_config
+    from llm_labeler.registry import labeler_problems
     from llm_labeler.service import LabelerService, ServiceArgs
 
     path = next((i for i in args.items if "=" not in i), None)
     overrides = [i for i in args.items if "=" in i]
     try:
-        cfg = load_config(path, overrides)
+        cfg = load_config(path, overrides, checks=(labeler_problems,))
     except ConfigError as err:
         for line in str(err).splitlines():
             print(f"error: {line}", file=sys.stderr)

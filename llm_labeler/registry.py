@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["ENTRY_POINT_GROUP", "make_labeler", "register_labeler", "registered_labelers"]
+from explorer.core.loading import import_object, unknown_name_problem
+
+__all__ = ["ENTRY_POINT_GROUP", "labeler_problems", "make_labeler", "register_labeler",
+           "registered_labelers"]
 
 ENTRY_POINT_GROUP = "explorer.labelers"
 
@@ -68,14 +72,25 @@ def registered_labelers() -> list[str]:
     return sorted(set(_REGISTRY) | set(_entry_points()))
 
 
+def labeler_problems(cfg: Any) -> list[str]:
+    """A config check: ``llm_labeler.labeler`` is registered, an entry point, or a findable
+    import path (found without importing it: a labeler module may load a model)."""
+    spec = cfg.llm_labeler.labeler
+    if spec is None:
+        return []
+    if ":" in spec:
+        module = spec.partition(":")[0]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        return [] if found else [f"llm_labeler.labeler: cannot find module {module!r} of "
+                                 f"{spec!r}"]
+    return unknown_name_problem("llm_labeler.labeler", spec, registered_labelers(), "labeler")
+
+
 def _import_path(spec: str) -> Callable[..., Any]:
-    module_name, _, attr = spec.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"cannot import labeler {spec!r}: {err}") from None
+    obj = import_object(spec, "labeler")
     if not callable(obj):
         raise ValueError(f"labeler {spec!r} is a {type(obj).__name__}, not a class or factory")
     return obj

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from explorer.text_ids import text_id
+from explorer.core.texts import text_id
 
 __all__ = ["ClassificationRewardModel", "RankingRewardModel", "RetrievalRewardModel",
            "RewardModel", "make_reward_model"]

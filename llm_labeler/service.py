@@ -28,15 +28,14 @@ from typing import Any
 
 import zmq
 
-from actors.texts import parse_texts_message
-from explorer.sockets import bind
-from explorer.text_ids import text_id
+from explorer.core.sockets import bind
+from explorer.core.tables import encode_table
+from explorer.core.texts import parse_texts_message, text_id
 from llm_labeler.protocol import Label, LabelerError, as_sync
 from llm_labeler.queue import PendingQueue
 from llm_labeler.registry import make_labeler
 from llm_labeler.reward_models import RankingRewardModel, make_reward_model
 from llm_labeler.store import LabelStore
-from llm_labeler.updates import encode_table
 
 __all__ = ["LabelerService", "ServiceArgs", "labeler_main"]
 
@@ -44,7 +43,6 @@ log = logging.getLogger(__name__)
 
 _POLL_MS = 50
 _MIN_PUBLISH_GAP_S = 0.2
-_MAX_TEXT_CHARS = 4096
 #: Failures that say nothing about the texts: put them back without counting an attempt.
 _UNAVAILABLE = frozenset({"breaker_open", "connection", "timeout", "http_5xx", "http_429",
                           "closed"})
@@ -211,8 +209,8 @@ class LabelerService:
                 self.counts["dropped_messages"] += 1
                 continue
             self.counts["texts_received"] += len(texts)
-            fresh.extend(text[:_MAX_TEXT_CHARS] for text in texts)
-            recurring.extend(text[:_MAX_TEXT_CHARS] for text in hot)
+            fresh.extend(texts)  # clipped by the protocol
+            recurring.extend(hot)
         ids = [text_id(t) for t in fresh]
         self.counts["store_hits"] += sum(key in self.model.labels for key in ids)
         new = list(dict.fromkeys(t for t, key in zip(fresh, ids, strict=True)

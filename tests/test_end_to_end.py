@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from actors.envs import probe_env_spec
-from explorer.config import load_config
-from explorer.rundir import create_run_dir
-from explorer.supervisor import Supervisor
+from explorer.app.rundir import create_run_dir
+from explorer.app.supervisor import Supervisor
+from explorer.core.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -35,9 +35,9 @@ from pathlib import Path
 import pytest
 
 from actors.envs import probe_env_spec
-from explorer.config import load_config
-from explorer.rundir import create_run_dir
-from explorer.supervisor import RunResult, Supervisor
+from explorer.app.rundir import create_run_dir
+from explorer.app.supervisor import RunResult, Supervisor
+from explorer.core.config import load_config
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "exploration_minigrid.yaml"
 TASK = ["env.id=MiniGrid-Empty-16x16-v0", "env.max_episode_steps=64"]

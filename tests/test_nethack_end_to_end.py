@@ -16,12 +16,12 @@ import zmq
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from actors.envs import probe_env_spec
-from actors.texts import decode_texts
-from explorer.config import load_config
-from explorer.rundir import create_run_dir
-from explorer.specs import LABEL_BYTES, rollout_schema
-from explorer.supervisor import Supervisor
-from explorer.wire import KIND_ROLLOUT, Message, encode
+from explorer.app.rundir import create_run_dir
+from explorer.app.supervisor import Supervisor
+from explorer.core.config import load_config
+from explorer.core.specs import LABEL_BYTES, rollout_schema
+from explorer.core.texts import decode_texts
+from explorer.core.wire import KIND_ROLLOUT, Message, encode
 from learner.worker import LearnerArgs, LearnerWorker
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "nethack_score.yaml"

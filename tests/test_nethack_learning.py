@@ -4,7 +4,7 @@ The run is ``configs/nethack_score_small.yaml`` (a small CPU model; NetHackScore
 reward: score change, -0.01 on steps that freeze game time) through the real launcher: 2 actor
 processes x 16 NLE envs, the learner, ZeroMQ in between, 400k env steps. Then the final
 checkpoint's policy (sampled actions, as the actors act) and a uniform-random policy each play
-480 episodes of the same envs, task kwargs, step limit and seed (``learner/evaluate.py``). The
+480 episodes of the same envs, task kwargs, step limit and seed (``explorer/app/evaluate.py``). The
 trained mean score must beat the random one by three standard errors of the difference (and
 at least 3 points), so a policy that did not learn cannot pass by luck; NetHack scores are
 heavy-tailed (std ~12 on a mean of ~5).
@@ -26,11 +26,11 @@ import pytest
 import torch
 
 from actors.envs import probe_env_spec
-from explorer.config import load_config
-from explorer.rundir import create_run_dir
-from explorer.supervisor import Supervisor
-from learner.evaluate import evaluate_policy
-from learner.models import ActorCritic, build_encoder
+from explorer.app.evaluate import evaluate_policy
+from explorer.app.rundir import create_run_dir
+from explorer.app.supervisor import Supervisor
+from explorer.core.config import load_config
+from explorer.core.networks import ActorCritic, build_encoder
 
 pytest.importorskip("nle")
 

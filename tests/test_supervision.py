@@ -14,10 +14,10 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from actors.envs import probe_env_spec
-from explorer.config import load_config
-from explorer.rundir import create_run_dir
-from explorer.supervisor import Supervisor
-from learner.checkpoint import latest_checkpoint, load_checkpoint
+from explorer.app.rundir import create_run_dir
+from explorer.app.supervisor import Supervisor
+from explorer.core.checkpoint import latest_checkpoint, load_checkpoint
+from explorer.core.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CARTPOLE = ROOT / "configs" / "cartpole.yaml"
@@ -68,7 +68,7 @@ def test_kill_9_actor_is_restarted_and_training_continues(tmp_path: Path) -> Non
 
 
 def _start_run(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "explorer.cli", "run", *args],
+    return subprocess.Popen([sys.executable, "-m", "explorer.app.cli", "run", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=ROOT)
 

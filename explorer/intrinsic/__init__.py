@@ -14,10 +14,11 @@ from explorer.intrinsic import (  # noqa: F401
 from explorer.intrinsic.base import (
     IntrinsicReward,
     TransitionBatch,
+    intrinsic_problems,
     make_intrinsic,
     register_intrinsic,
     registered_intrinsics,
 )
 
-__all__ = ["IntrinsicReward", "TransitionBatch", "make_intrinsic", "register_intrinsic",
-           "registered_intrinsics"]
+__all__ = ["IntrinsicReward", "TransitionBatch", "intrinsic_problems", "make_intrinsic",
+           "register_intrinsic", "registered_intrinsics"]

@@ -15,8 +15,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["IntrinsicReward", "TransitionBatch", "make_intrinsic", "register_intrinsic",
-           "registered_intrinsics"]
+from explorer.core.loading import import_object, import_path_problem, unknown_name_problem
+
+__all__ = ["IntrinsicReward", "TransitionBatch", "intrinsic_problems", "make_intrinsic",
+           "register_intrinsic", "registered_intrinsics"]
 
 
 @runtime_checkable
@@ -72,6 +74,7 @@ def register_intrinsic(name: str) -> Callable[[type], type]:
 
 
 def registered_intrinsics() -> list[str]:
+    """Short names usable in ``intrinsic[i].name``."""
     _load_builtins()
     return sorted(_REGISTRY)
 
@@ -87,14 +90,22 @@ def make_intrinsic(name: str, **kwargs: Any) -> IntrinsicReward:
         ValueError: unknown name (listing the registered ones) or unimportable path.
     """
     if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as err:
-            raise ValueError(f"cannot import intrinsic reward {name!r}: {err}") from None
-        return factory(**kwargs)
+        return import_object(name, "intrinsic reward")(**kwargs)
     _load_builtins()
     if name not in _REGISTRY:
         raise ValueError(f"unknown intrinsic reward {name!r}; registered: "
                          f"{', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name](**kwargs)
+
+
+def intrinsic_problems(cfg: Any) -> list[str]:
+    """A config check: every ``intrinsic[i].name`` is registered or an importable path."""
+    problems = []
+    for i, bonus in enumerate(cfg.intrinsic):
+        key = f"intrinsic[{i}].name"
+        if ":" in bonus.name:
+            problems += import_path_problem(key, bonus.name, "intrinsic reward")
+        else:
+            problems += unknown_name_problem(key, bonus.name, registered_intrinsics(),
+                                             "intrinsic reward")
+    return problems

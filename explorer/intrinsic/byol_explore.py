@@ -26,9 +26,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from explorer.core.networks import ObsSpec, build_encoder, layer_init
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
 from explorer.intrinsic.e3b import flat_obs
-from learner.models import ObsSpec, build_encoder, layer_init
 
 __all__ = ["BYOLExploreBonus", "EmaStd", "byol_loss", "ema_update", "make_embedding"]
 
@@ -172,7 +172,7 @@ class BYOLExploreBonus:
             device: Where networks live.
             lr: Adam learning rate of encoder and world model.
             embed_dim: E.
-            encoder: Encoder kind for ``learner.models.build_encoder``.
+            encoder: Encoder kind for ``explorer.core.networks.build_encoder``.
             hidden_size: Encoder output width.
             core_size: H, GRU width.
             horizon: K, open-loop prediction steps.

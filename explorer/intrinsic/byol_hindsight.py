@@ -30,10 +30,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from explorer.core.networks import ObsSpec, layer_init
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
 from explorer.intrinsic.byol_explore import byol_loss, ema_update, make_embedding
 from explorer.intrinsic.e3b import flat_obs
-from learner.models import ObsSpec, layer_init
 
 __all__ = ["BYOLHindsightBonus"]
 
@@ -112,7 +112,7 @@ class BYOLHindsightBonus:
             lr: Adam learning rate of encoder, generator and world model.
             critic_lr: Adam learning rate of the critic.
             embed_dim: E.
-            encoder: Encoder kind for ``learner.models.build_encoder``.
+            encoder: Encoder kind for ``explorer.core.networks.build_encoder``.
             hidden_size: Encoder output and MLP hidden width.
             latent_dim: Z, width of the hindsight latent.
             critic_dim: Width of the critic's two embeddings.

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from explorer.core.networks import ObsSpec
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
-from learner.models import ObsSpec
 
 __all__ = ["CountBonus", "VisitCounter", "env_ids_list", "hash_observations"]
 

@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from explorer.core.networks import ObsSpec, build_encoder, layer_init
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
-from learner.models import ObsSpec, build_encoder, layer_init
 
 __all__ = ["E3BBonus", "InverseDynamicsEmbedding", "flat_obs", "sherman_morrison",
            "train_inverse_dynamics"]
@@ -53,7 +53,7 @@ class InverseDynamicsEmbedding(nn.Module):
             obs_spec: Observation spec.
             num_actions: A.
             embed_dim: E.
-            encoder: Encoder kind for ``learner.models.build_encoder``.
+            encoder: Encoder kind for ``explorer.core.networks.build_encoder``.
             hidden_size: Encoder output and inverse-model hidden width.
         """
         super().__init__()
@@ -166,7 +166,7 @@ class E3BBonus:
             device: Where networks and covariances live.
             lr: Adam learning rate of embedding and inverse model.
             embed_dim: E.
-            encoder: Encoder kind for ``learner.models.build_encoder``.
+            encoder: Encoder kind for ``explorer.core.networks.build_encoder``.
             hidden_size: Encoder output / inverse-model hidden width.
             ridge: lambda, ``C_0 = lambda I`` (paper: 0.1).
             epochs: Gradient steps per ``update``.

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from explorer.core.networks import ObsSpec, build_encoder, layer_init
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
-from learner.models import ObsSpec, build_encoder, layer_init
 
 __all__ = ["ICMBonus"]
 
@@ -62,7 +62,7 @@ class ICMBonus:
             device: Where the networks live.
             lr: Adam learning rate (paper: 1e-3).
             embed_dim: E, feature width.
-            encoder: Encoder kind for ``learner.models.build_encoder`` (``"auto"``: by spec).
+            encoder: Encoder kind for ``explorer.core.networks.build_encoder`` ("auto": by spec).
             hidden_size: Encoder output width and hidden width of both models.
             beta: Weight of the forward loss against the inverse loss (paper: 0.2).
             eta: Bonus scale.

@@ -26,10 +26,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from explorer.core.networks import ObsSpec
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
 from explorer.intrinsic.e3b import InverseDynamicsEmbedding, train_inverse_dynamics
 from explorer.memory import EmbeddingMemory
-from learner.models import ObsSpec
 
 __all__ = ["NGUBonus", "kernel_bonus"]
 
@@ -174,7 +174,7 @@ class NGUBonus:
             device: Where networks and small memories live.
             lr: Adam learning rate of embedding and inverse model.
             embed_dim: E (paper: 32).
-            encoder: Encoder kind for ``learner.models.build_encoder``.
+            encoder: Encoder kind for ``explorer.core.networks.build_encoder``.
             hidden_size: Encoder output / inverse-model hidden width.
             k: Neighbours (paper: 10).
             kernel_epsilon: Kernel epsilon.

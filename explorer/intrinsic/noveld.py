@@ -21,10 +21,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from explorer.core.networks import ObsSpec
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
 from explorer.intrinsic.counts import VisitCounter, env_ids_list, hash_observations
 from explorer.intrinsic.rnd import RNDBonus
-from learner.models import ObsSpec
 
 __all__ = ["NovelDBonus"]
 

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from explorer.core.networks import ObsSpec, build_encoder, layer_init, select_encoder_kind
+from explorer.core.running_stats import RunningMeanStd
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
-from explorer.intrinsic.running_stats import RunningMeanStd
-from learner.models import ObsSpec, build_encoder, layer_init, select_encoder_kind
 
 __all__ = ["RNDBonus", "normalized_keys"]
 
@@ -90,7 +90,7 @@ class RNDBonus:
             device: Where networks and statistics live.
             lr: Adam learning rate of the predictor.
             embed_dim: E, width of the target / predictor output.
-            encoder: Encoder kind for ``learner.models.build_encoder`` (``"auto"``: by spec).
+            encoder: Encoder kind for ``explorer.core.networks.build_encoder`` ("auto": by spec).
             hidden_size: Encoder output width.
             update_proportion: Fraction of valid transitions in each predictor loss (RND: 0.25,
                 so that the predictor does not learn too fast with many envs).

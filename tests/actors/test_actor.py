@@ -14,11 +14,11 @@ import zmq
 
 from actors.actor import Actor, ActorArgs, ActorStopped
 from actors.envs import probe_env_spec
-from explorer.config import load_config
-from explorer.specs import rollout_schema
-from explorer.wire import KIND_WEIGHTS, Message, decode, encode
+from explorer.core.config import load_config
+from explorer.core.networks import ActorCritic
+from explorer.core.specs import rollout_schema
+from explorer.core.wire import KIND_WEIGHTS, Message, decode, encode
 from learner.batch import stack_rollouts
-from learner.models import ActorCritic
 
 CARTPOLE = Path(__file__).resolve().parents[2] / "configs" / "cartpole.yaml"
 VERSION = 7

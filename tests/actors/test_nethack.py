@@ -17,8 +17,8 @@ from actors import nethack_tasks
 from actors.envs import make_vec_env
 from actors.nethack import EPISODE_STATS, NetHackVecEnv, _death_cause, _xlogfile
 from actors.nethack_tasks import DepthGoal, EndStatus, action_set, make_nle_env
-from explorer.config import ConfigError, load_config
-from explorer.specs import pack_episode_stats, unpack_episode_stats
+from explorer.core.config import ConfigError, load_config
+from explorer.core.specs import pack_episode_stats, unpack_episode_stats
 
 WAIT = 19  # index of MiscDirection.WAIT in NLE's task action set
 SPEC = {

@@ -9,9 +9,9 @@ import pytest
 
 from actors.envs import make_vec_env, probe_env_spec
 from actors.noisy_tv import NoisyTVVecEnv
-from explorer.config import EnvConfig, load_config
-from explorer.rundir import create_run_dir
-from explorer.supervisor import Supervisor
+from explorer.app.rundir import create_run_dir
+from explorer.app.supervisor import Supervisor
+from explorer.core.config import EnvConfig, load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 ENV_ID = "MiniGrid-DoorKey-5x5-v0"

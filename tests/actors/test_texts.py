@@ -13,11 +13,13 @@ import zmq
 
 from actors.actor import Actor, ActorArgs, ActorStopped
 from actors.envs import probe_env_spec
-from actors.texts import TextCapture, decode_texts, make_text_source, split_units, text_hash
-from explorer.config import load_config
-from explorer.specs import rollout_schema
-from explorer.wire import KIND_WEIGHTS, Message, decode, encode
-from learner.models import make_actor_critic
+from actors.texts import TextCapture, make_text_source
+from explorer.core.config import load_config
+from explorer.core.networks import make_actor_critic
+from explorer.core.specs import rollout_schema
+from explorer.core.texts import MAX_TEXT_CHARS, decode_texts, split_units
+from explorer.core.texts import text_id as text_hash
+from explorer.core.wire import KIND_WEIGHTS, Message, decode, encode
 
 
 class _ScriptedEnv:
@@ -49,6 +51,30 @@ def test_split_units_keeps_at_most_max_units() -> None:
                                     "You see here a rock.  It's a wall!  Ouch."]
     assert split_units("Hello Mr. Smith. One space stays.", 4) == [
         "Hello Mr. Smith. One space stays."]
+
+
+def test_a_long_text_has_one_id_on_both_sides_of_the_wire(tmp_path: Path) -> None:
+    """The actor hashes what the env shows; the labeler hashes what arrives (clipped to
+    MAX_TEXT_CHARS): both must give the id the reward table is keyed by, or a long text never
+    earns a reward."""
+    long_text = "You read: " + "a" * 2 * MAX_TEXT_CHARS
+    ctx = zmq.Context()
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    pull.bind(f"ipc://{tmp_path}/labeler")
+    push.connect(f"ipc://{tmp_path}/labeler")
+    try:
+        capture = TextCapture(make_text_source("nethack_message"), 1, actor_id=0, socket=push,
+                              batch_size=1)
+        hashes, counts = np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int32)
+        capture.observe({}, _ScriptedEnv([[long_text]]), hashes, counts)
+        assert pull.poll(2000)
+        _, (received,) = decode_texts(pull.recv())
+        assert len(received) == MAX_TEXT_CHARS
+        assert text_hash(received) == hashes[0, 0] != 0  # the labeler's key = the actor's
+    finally:
+        pull.close(0)
+        push.close(0)
+        ctx.term()
 
 
 def test_sentence_units_are_counted_and_sent_apart(tmp_path: Path) -> None:
@@ -193,7 +219,7 @@ def labeler_socket_pair(tmp_path: Path) -> Iterator[tuple[zmq.Socket, zmq.Socket
 
 
 def test_recurring_texts_are_re_announced_as_hot_at_doublings(tmp_path: Path) -> None:
-    from actors.texts import parse_texts_message
+    from explorer.core.texts import parse_texts_message
 
     with labeler_socket_pair(tmp_path) as (pull, push):
         capture = TextCapture(make_text_source("nethack_message"), 1, actor_id=0, socket=push,
@@ -217,7 +243,7 @@ def test_recurring_texts_are_re_announced_as_hot_at_doublings(tmp_path: Path) ->
 def test_texts_the_labeler_already_has_are_never_sent(tmp_path: Path) -> None:
     """The labeler's published table tells actors what it has: those texts are neither sent
     (even from an empty "already sent" set, as after a restart) nor re-announced as hot."""
-    from actors.texts import parse_texts_message
+    from explorer.core.texts import parse_texts_message
 
     with labeler_socket_pair(tmp_path) as (pull, push):
         capture = TextCapture(make_text_source("nethack_message"), 1, actor_id=0, socket=push,

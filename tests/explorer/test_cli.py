@@ -14,7 +14,7 @@ QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
 
 
 def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "explorer.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "explorer.app.cli", *args], capture_output=True,
                           text=True, cwd=cwd, timeout=120, check=False)
 
 

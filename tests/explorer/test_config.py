@@ -1,4 +1,5 @@
-"""Tests for explorer.config: loading, overrides, round trips and error reporting."""
+"""Tests for explorer.core.config (loading, overrides, round trips, error reporting) and the
+registry checks that ``explorer.app.validate`` adds for runs."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from explorer.config import (
+from explorer.app.validate import load_run_config, run_config_from_dict
+from explorer.core.config import (
     Config,
     ConfigError,
     LearnerConfig,
@@ -28,9 +30,9 @@ def problems(data: dict | None = None, overrides: list[str] | None = None) -> li
     """The problem lines reported for ``data`` (via config_from_dict) or ``overrides``."""
     with pytest.raises(ConfigError) as info:
         if overrides is None:
-            config_from_dict(data or {})
+            run_config_from_dict(data or {})
         else:
-            load_config(None, overrides)
+            load_run_config(None, overrides)
     lines = str(info.value).splitlines()
     assert lines == info.value.problems
     return lines
@@ -39,7 +41,7 @@ def problems(data: dict | None = None, overrides: list[str] | None = None) -> li
 def load_problems(path: Path, overrides: list[str]) -> list[str]:
     """The problem lines reported by ``load_config(path, overrides)``."""
     with pytest.raises(ConfigError) as info:
-        load_config(path, overrides)
+        load_run_config(path, overrides)
     return info.value.problems
 
 
@@ -341,3 +343,48 @@ def test_text_units_set_the_ids_per_step_on_the_wire() -> None:
     assert cfg.text.wire_units() == 3
     assert any(line.startswith("text.units") and "'sentence'" in line
                for line in problems(overrides=["text.units=sentence"]))
+
+
+# --------------------------------------------------------------------------- layers and registries
+
+
+def test_core_checks_the_schema_only_and_the_app_adds_registries() -> None:
+    """The core imports no env or labeler registry: an unknown env id passes its schema check
+    and is caught by the run checks of the app layer."""
+    assert load_config(None, ["env.id=NoSuchEnv-v0"]).env.id == "NoSuchEnv-v0"
+    (line,) = problems(overrides=["env.id=NoSuchEnv-v0"])
+    assert line.startswith("env.id: unknown env 'NoSuchEnv-v0'")
+
+
+def test_integral_floats_are_accepted_as_counts() -> None:
+    cfg = load_config(None, ["total_env_steps=1e7", "actors.num_procs=2.0"])
+    assert cfg.total_env_steps == 10_000_000 and isinstance(cfg.total_env_steps, int)
+    assert cfg.actors.num_procs == 2 and isinstance(cfg.actors.num_procs, int)
+    (line,) = problems(overrides=["total_env_steps=2.5"])
+    assert line.startswith("total_env_steps: ")
+    (line,) = problems(overrides=["total_env_steps=.inf"])
+    assert line.startswith("total_env_steps: ")
+
+
+def test_unknown_field_rule_is_an_error_not_ignored() -> None:
+    from explorer.core.config import _field
+
+    with pytest.raises(TypeError, match=r"unknown config field rule.*gte"):
+        _field(1, gte=0)
+
+
+def test_unknown_bonus_name_names_the_key_and_the_nearest() -> None:
+    (line,) = problems(overrides=["intrinsic=[{name: rndd}]"])
+    assert line.startswith("intrinsic[0].name: unknown intrinsic reward 'rndd'; "
+                           "did you mean 'rnd'?")
+    lines = problems(overrides=["intrinsic=[{name: rnd}, {name: nope.mod:Bonus}]"])
+    assert lines == ["intrinsic[1].name: cannot import intrinsic reward 'nope.mod:Bonus': "
+                     "No module named 'nope'"]
+
+
+def test_unknown_text_source_names_the_key() -> None:
+    (line,) = problems(overrides=["text.source=mypkg.nope:f"])
+    assert line.startswith("text.source: cannot import text source 'mypkg.nope:f'")
+    (line,) = problems(overrides=["text.source=nethack_mesage"])
+    assert line.startswith("text.source: unknown text source 'nethack_mesage'; "
+                           "did you mean 'nethack_message'?")

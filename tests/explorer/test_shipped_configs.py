@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from explorer.config import load_config
+from explorer.core.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))

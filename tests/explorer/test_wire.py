@@ -1,4 +1,4 @@
-"""Tests for explorer.wire: round trips, one test per rejection reason, and a mutation fuzz."""
+"""Tests for explorer.core.wire: round trips, one test per rejection reason, and a mutation fuzz."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import zmq
 
-from explorer.specs import EnvSpec, rollout_schema, weights_schema
-from explorer.wire import (
+from explorer.core.specs import EnvSpec, rollout_schema, weights_schema
+from explorer.core.wire import (
     ALLOWED_DTYPES,
     KIND_ROLLOUT,
     KIND_WEIGHTS,

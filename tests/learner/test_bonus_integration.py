@@ -13,8 +13,8 @@ import torch
 
 from actors.envs import make_vec_env
 from actors.rollout import RolloutStorage
-from explorer.config import load_config
-from explorer.wire import KIND_ROLLOUT, Message
+from explorer.core.config import load_config
+from explorer.core.wire import KIND_ROLLOUT, Message
 from learner.algo import Learner
 from learner.batch import Batch, stack_rollouts
 from learner.bonuses import ReturnNormalizer

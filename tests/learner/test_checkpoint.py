@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from learner.checkpoint import checkpoint_env_steps, latest_checkpoint, save_checkpoint
+from explorer.core.checkpoint import checkpoint_env_steps, latest_checkpoint, save_checkpoint
 
 
 def test_env_steps_read_from_the_name_and_newest_found(tmp_path: Path) -> None:

@@ -26,9 +26,17 @@ from zmq.utils.monitor import recv_monitor_message
 
 from actors.envs import probe_env_spec
 from actors.rollout import RolloutStorage
-from explorer.config import Config, config_from_dict
-from explorer.specs import EnvSpec, rollout_schema
-from explorer.wire import KIND_ROLLOUT, KIND_WEIGHTS, Message, WireError, WireSchema, decode, encode
+from explorer.core.config import Config, config_from_dict
+from explorer.core.specs import EnvSpec, rollout_schema
+from explorer.core.wire import (
+    KIND_ROLLOUT,
+    KIND_WEIGHTS,
+    Message,
+    WireError,
+    WireSchema,
+    decode,
+    encode,
+)
 from learner.worker import LearnerArgs, learner_main
 
 T, B = 4, 2  # rollout_len, envs_per_actor

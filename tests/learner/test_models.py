@@ -1,4 +1,4 @@
-"""Tests for learner.models."""
+"""Tests for explorer.core.networks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from learner.models import (
+from explorer.core.networks import (
     ActorCritic,
     MiniGridEncoder,
     MlpEncoder,

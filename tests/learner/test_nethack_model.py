@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from learner.models import (
+from explorer.core.networks import (
     NETHACK_MAX_GLYPH,
     ActorCritic,
     NetHackEncoder,

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from actors.envs import probe_env_spec
-from explorer.config import load_config
-from explorer.rundir import create_run_dir
-from learner.checkpoint import save_checkpoint
-from learner.evaluate import evaluate_policy
-from learner.models import make_actor_critic
+from explorer.app.evaluate import evaluate_policy
+from explorer.app.rundir import create_run_dir
+from explorer.core.checkpoint import save_checkpoint
+from explorer.core.config import load_config
+from explorer.core.networks import make_actor_critic
 
 ROOT = Path(__file__).resolve().parents[2]
 CARTPOLE = ROOT / "configs" / "cartpole.yaml"
@@ -74,7 +74,7 @@ def test_nethack_evaluation_reports_scores() -> None:
 
 
 def _eval_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "explorer.cli", "eval", *args],
+    return subprocess.run([sys.executable, "-m", "explorer.app.cli", "eval", *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_bonus_integration import B, T, _learner, _minigrid_batch
 
-from explorer.text_ids import text_id
+from explorer.core.texts import text_id
 from learner.text_rewards import OniTextReward, RewardTable
 
 KILL, WALL, NEW = text_id("You kill the newt!"), text_id("It's a wall."), text_id("unseen")

@@ -22,11 +22,11 @@ from fake_openai_server import FakeOpenAIServer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from actors.envs import probe_env_spec
-from explorer.config import load_config
-from explorer.rundir import create_run_dir
-from explorer.supervisor import Supervisor
-from explorer.text_ids import text_id
-from learner.checkpoint import load_checkpoint
+from explorer.app.rundir import create_run_dir
+from explorer.app.supervisor import Supervisor
+from explorer.core.checkpoint import load_checkpoint
+from explorer.core.config import load_config
+from explorer.core.texts import text_id
 
 ROOT = Path(__file__).resolve().parents[2]
 ONI = ROOT / "configs" / "nethack_oni.yaml"

@@ -15,7 +15,7 @@ import pytest
 from llama_server import MODEL_ALIAS, LlamaServer, available
 from test_service import Harness, _frame
 
-from explorer.text_ids import text_id
+from explorer.core.texts import text_id
 from llm_labeler.backends.openai_backend import OpenAILabeler
 from llm_labeler.store import LabelStore
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from explorer.text_ids import text_id
+from explorer.core.texts import text_id
 from llm_labeler.reward_models import (
     ClassificationRewardModel,
     RankingRewardModel,

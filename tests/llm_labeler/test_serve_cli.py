@@ -11,10 +11,9 @@ from pathlib import Path
 import msgpack
 import zmq
 
-from actors.texts import TEXT_PROTOCOL_VERSION
-from explorer.text_ids import text_id
+from explorer.core.tables import decode_table, table_schema
+from explorer.core.texts import TEXT_PROTOCOL_VERSION, text_id
 from llm_labeler.store import LabelStore
-from llm_labeler.updates import decode_table, table_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_serve_labels_publishes_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     store = tmp_path / "labels.sqlite"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "explorer.cli", "labeler", "serve",
+        [sys.executable, "-m", "explorer.app.cli", "labeler", "serve",
          str(ROOT / "configs" / "nethack_oni.yaml"), "llm_labeler.labeler=rules",
          "llm_labeler.publish_interval_s=0.2", "--store", str(store)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
@@ -63,7 +62,7 @@ def test_serve_labels_publishes_and_stops_on_ctrl_c(tmp_path: Path) -> None:
 
 
 def test_serve_without_a_labeler_is_a_clear_error() -> None:
-    proc = subprocess.run([sys.executable, "-m", "explorer.cli", "labeler", "serve",
+    proc = subprocess.run([sys.executable, "-m", "explorer.app.cli", "labeler", "serve",
                            str(ROOT / "configs" / "nethack_score.yaml")],
                           check=False, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 2

@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 import zmq
 
-from actors.texts import TEXT_PROTOCOL_VERSION
-from explorer.config import LabelerConfig
-from explorer.text_ids import text_id
+from explorer.core.config import LabelerConfig
+from explorer.core.tables import decode_table, table_schema
+from explorer.core.texts import TEXT_PROTOCOL_VERSION, text_id
 from llm_labeler.service import LabelerService, ServiceArgs
 from llm_labeler.store import LabelStore
-from llm_labeler.updates import decode_table, table_schema
 
 POSITIVE = ["You kill the newt!", "You find a hidden passage.", "g - a wand of digging."]
 NEGATIVE = ["Really attack the shopkeeper? [yn] (n)", "You see here a rock.", "It's a wall."]
@@ -131,7 +130,8 @@ def test_malformed_frames_are_dropped_counted_and_service_survives(harness: Harn
     table, meta = harness.table_until(lambda t, m: len(t) == 2)
     assert meta["dropped_messages"] == 5
     assert table[text_id("You kill the jackal!")] == 1.0
-    assert table[text_id("x" * 4096)] == 0.0  # stored truncated, keyed by what actors send
+    assert table[text_id("x" * 4096)] == 0.0  # stored truncated
+    assert table[text_id("x" * 100_000)] == 0.0  # the key the actor computes from the whole
 
 
 def test_restart_reloads_store_queues_unlabelled_and_never_relabels(tmp_path: Path) -> None:

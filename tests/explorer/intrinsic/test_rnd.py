@@ -1,4 +1,4 @@
-"""Tests for explorer.intrinsic.rnd and explorer.intrinsic.running_stats."""
+"""Tests for explorer.intrinsic.rnd and explorer.core.running_stats."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from explorer.core.running_stats import RunningMeanStd
 from explorer.intrinsic.base import IntrinsicReward
 from explorer.intrinsic.rnd import RNDBonus
-from explorer.intrinsic.running_stats import RunningMeanStd
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

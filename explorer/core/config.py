@@ -25,7 +25,7 @@ import operator
 import re
 import reprlib
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -35,6 +35,7 @@ import yaml
 __all__ = [
     "ActorsConfig",
     "Config",
+    "ConfigCheck",
     "ConfigError",
     "EnvConfig",
     "IntrinsicConfig",
@@ -45,10 +46,8 @@ __all__ = [
     "WireConfig",
     "config_from_dict",
     "config_to_dict",
-    "envpool_ids",
     "format_config",
     "load_config",
-    "nle_ids",
     "save_config",
 ]
 
@@ -68,8 +67,21 @@ class ConfigError(ValueError):
         super().__init__("\n".join(self.problems))
 
 
+#: The validation rules a field may carry (see :func:`_check_rules`).
+_RULE_NAMES = frozenset({"ge", "gt", "le", "lt", "choices", "pattern", "pattern_hint",
+                         "nonempty"})
+
+
 def _field(default: Any, **rules: Any) -> Any:
-    """A dataclass field whose validation ``rules`` are kept in its metadata."""
+    """A dataclass field whose validation ``rules`` are kept in its metadata.
+
+    Raises:
+        TypeError: a rule name that no check reads (a typo would silently validate nothing).
+    """
+    unknown = sorted(set(rules) - _RULE_NAMES)
+    if unknown:
+        raise TypeError(f"unknown config field rule(s) {', '.join(unknown)}; "
+                        f"known: {', '.join(sorted(_RULE_NAMES))}")
     return field(default=default, metadata=rules)
 
 
@@ -433,6 +445,8 @@ def _check_type(hint: Any, value: Any) -> tuple[bool, Any]:
         return False, value
     if hint is float:
         return isinstance(value, int | float), float(value) if isinstance(value, int) else value
+    if hint is int and isinstance(value, float) and value.is_integer():
+        return True, int(value)  # 1e7 from YAML or the CLI is a count, written briefly
     if get_origin(hint) is dict or hint is dict:
         ok = isinstance(value, Mapping) and all(isinstance(key, str) for key in value)
         return ok, copy.deepcopy(dict(value)) if ok else value
@@ -524,59 +538,6 @@ def _build(cls: type[T], data: Any, prefix: str, problems: list[str]) -> T:
     return cls(**values)
 
 
-@functools.cache
-def envpool_ids() -> frozenset[str] | None:
-    """EnvPool's task ids, or ``None`` when envpool cannot be imported."""
-    try:
-        import envpool
-    except ImportError:
-        return None
-    return frozenset(envpool.list_all_envs())
-
-
-@functools.cache
-def nle_ids() -> frozenset[str] | None:
-    """NetHack task ids (NLE's and ``actors.nethack_tasks``'), or ``None`` without nle."""
-    try:
-        from actors.nethack_tasks import nle_task_ids
-
-        return nle_task_ids()
-    except ImportError:
-        return None
-
-
-def _gymnasium_ids() -> frozenset[str]:
-    """Ids in the gymnasium registry (not cached: plugins may register more at any time)."""
-    import gymnasium
-
-    return frozenset(gymnasium.registry)
-
-
-def _check_env_id(cfg: Config) -> list[str]:
-    """``env.id`` must be known to the backend(s) that ``env.backend`` allows."""
-    env_id, backend = cfg.env.id, cfg.env.backend
-    pool_ids = envpool_ids()
-    if backend == "envpool" and pool_ids is None:
-        return ["env.backend: 'envpool' requested but envpool is not installed"]
-    if backend == "nle" and nle_ids() is None:
-        return ["env.backend: 'nle' requested but nle is not installed"]
-    nethack = nle_ids() or frozenset()  # NLE ids go to the nle backend, not to gymnasium's
-    per_backend = {"envpool": pool_ids or frozenset(), "nle": nethack,
-                   "gymnasium": _gymnasium_ids() - nethack}
-    allowed = [backend] if backend in per_backend else list(per_backend)
-    known = frozenset().union(*(per_backend[name] for name in allowed))
-    if env_id in known:
-        return []
-    nearest = difflib.get_close_matches(env_id, known, n=3, cutoff=0)
-    message = f"env.id: unknown env {env_id!r}; nearest: {', '.join(nearest)}"
-    if nethack & set(nearest) and "nle" in allowed:
-        message += f" (NetHack tasks: {', '.join(sorted(nethack))})"
-    other = [name for name, ids in per_backend.items() if name not in allowed and env_id in ids]
-    if other:
-        message += f" ({other[0]} knows it: set env.backend to {other[0]} or auto)"
-    return [message]
-
-
 def _check_ports(cfg: Config) -> list[str]:
     """Two fixed tcp ports must differ."""
     wire = cfg.wire
@@ -586,7 +547,8 @@ def _check_ports(cfg: Config) -> list[str]:
 
 
 def _check_labeler(cfg: Config) -> list[str]:
-    """A labeler needs texts to label, a known name, and fixed addresses when external."""
+    """A labeler needs texts to label and fixed addresses when external (its name is checked
+    against the labeler registry by the app, which may import ``llm_labeler``)."""
     lab = cfg.llm_labeler
     if lab.labeler is None:
         return []
@@ -597,35 +559,19 @@ def _check_labeler(cfg: Config) -> list[str]:
     if lab.external and (lab.texts_address.endswith(":0") or lab.updates_address.endswith(":0")):
         problems.append("llm_labeler.external: needs fixed llm_labeler.texts_address and "
                         "llm_labeler.updates_address (the ones `explorer labeler serve` printed)")
-    if ":" not in lab.labeler:
-        from llm_labeler.registry import registered_labelers
-
-        known = registered_labelers()
-        if lab.labeler not in known:
-            near = difflib.get_close_matches(lab.labeler, known, n=1)
-            hint = f"did you mean {near[0]!r}? " if near else ""
-            problems.append(f"llm_labeler.labeler: unknown labeler {lab.labeler!r}; {hint}"
-                            f"known: {', '.join(known)} (or an import path "
-                            "package.module:Class)")
-    else:
-        import importlib.util
-
-        module = lab.labeler.partition(":")[0]
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            problems.append(f"llm_labeler.labeler: cannot find module {module!r} of "
-                            f"{lab.labeler!r}")
     return problems
 
 
-def _validate(data: Any) -> tuple[Config, list[str]]:
+#: A check that needs more than the schema (an env registry, a labeler registry): it returns
+#: one problem line per mistake, naming the key. The app layer supplies these.
+ConfigCheck = Callable[["Config"], list[str]]
+
+
+def _validate(data: Any, checks: Sequence[ConfigCheck] = ()) -> tuple[Config, list[str]]:
     """Build a :class:`Config` from ``data``; return it with every problem found."""
     problems: list[str] = []
     cfg = _build(Config, data, "", problems)
-    for check in (_check_env_id, _check_ports, _check_labeler):
+    for check in (_check_ports, _check_labeler, *checks):
         problems += check(cfg)
     return cfg, problems
 
@@ -668,11 +614,12 @@ def _apply_override(data: dict[str, Any], override: str) -> str | None:
 # --------------------------------------------------------------------------- public API
 
 
-def config_from_dict(data: Mapping[str, Any]) -> Config:
+def config_from_dict(data: Mapping[str, Any], checks: Sequence[ConfigCheck] = ()) -> Config:
     """Build and validate a :class:`Config` from a (possibly partial) nested mapping.
 
     Args:
         data: Nested mapping mirroring the dataclasses; missing keys take their defaults.
+        checks: Further checks (registries of envs, labelers, bonuses) run after the schema.
 
     Returns:
         The validated configuration.
@@ -680,7 +627,7 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
     Raises:
         ConfigError: Listing every problem found, one per line.
     """
-    cfg, problems = _validate(data)
+    cfg, problems = _validate(data, checks)
     if problems:
         raise ConfigError(problems)
     return cfg
@@ -700,13 +647,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
+def load_config(path: str | Path | None, overrides: Sequence[str] = (),
+                checks: Sequence[ConfigCheck] = ()) -> Config:
     """Load a YAML config file, apply ``key=value`` overrides, and validate the result.
 
     Args:
         path: YAML file holding a (possibly partial) mapping, or ``None`` for the defaults.
         overrides: Strings like ``learner.lr=3e-4`` or ``env.envpool_kwargs.foo=1``; each value
             is parsed as YAML, with ``3e-4``-style numbers read as floats.
+        checks: Further checks (registries of envs, labelers, bonuses) run after the schema.
 
     Returns:
         The validated configuration.
@@ -729,7 +678,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping, got {_show(data)}")
     problems = [p for p in (_apply_override(data, o) for o in overrides) if p]
-    cfg, invalid = _validate(data)
+    cfg, invalid = _validate(data, checks)
     if problems or invalid:
         raise ConfigError(problems + invalid)
     return cfg

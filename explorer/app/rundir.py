@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from explorer.config import save_config
+from explorer.core.config import save_config
 
 __all__ = ["META_FILE", "create_run_dir", "read_meta", "record_resume"]
 

@@ -1,4 +1,4 @@
-"""The labeler's reward-table publication: one wire message (``explorer.wire``) per update.
+"""The labeler's reward-table publication: one wire message (``explorer.core.wire``) per update.
 
 Arrays ``ids`` (N,) int64 and ``rewards`` (N,) float32 are the whole table (tables are small:
 one entry per distinct text, a few hundred KB for NetHack), so a subscriber that joins late or
@@ -13,7 +13,15 @@ from __future__ import annotations
 import numpy as np
 import zmq
 
-from explorer.wire import ArraySpec, DropCounter, Message, WireError, WireSchema, decode, encode
+from explorer.core.wire import (
+    ArraySpec,
+    DropCounter,
+    Message,
+    WireError,
+    WireSchema,
+    decode,
+    encode,
+)
 
 __all__ = ["KIND_REWARD_TABLE", "TableSubscriber", "decode_table", "encode_table",
            "table_schema"]

@@ -11,7 +11,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from explorer.config import ConfigError, format_config, load_config
+from explorer.app.validate import load_run_config
+from explorer.core.config import ConfigError, format_config
 
 __all__ = ["main"]
 
@@ -29,26 +30,26 @@ def _split_args(items: Sequence[str]) -> tuple[str | None, list[str]]:
 
 def _cmd_show_config(args: argparse.Namespace) -> int:
     path, overrides = _split_args(args.items)
-    print(format_config(load_config(path, overrides)), end="")
+    print(format_config(load_run_config(path, overrides)), end="")
     return 0
 
 
 def _resolve_resume(run_dir: Path, overrides: list[str]):
-    from learner.checkpoint import latest_checkpoint
+    from explorer.core.checkpoint import latest_checkpoint
 
     if not (run_dir / "config.yaml").is_file():
         raise UsageError(f"--resume {run_dir}: no config.yaml there (is it a run directory?)")
     ckpt = latest_checkpoint(run_dir / "checkpoints")
     if ckpt is None:
         raise UsageError(f"--resume {run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
-    return load_config(run_dir / "config.yaml", overrides), ckpt
+    return load_run_config(run_dir / "config.yaml", overrides), ckpt
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from actors.envs import probe_env_spec
-    from explorer.progress import ProgressReporter
-    from explorer.rundir import create_run_dir, record_resume
-    from explorer.supervisor import Supervisor
+    from explorer.app.progress import ProgressReporter
+    from explorer.app.rundir import create_run_dir, record_resume
+    from explorer.app.supervisor import Supervisor
 
     path, overrides = _split_args(args.items)
     argv = sys.argv[1:]
@@ -61,15 +62,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         if path is None:
             raise UsageError("give a config file, e.g. `explorer run configs/quickstart.yaml`")
-        cfg, ckpt, generation = load_config(path, overrides), None, 0
+        cfg, ckpt, generation = load_run_config(path, overrides), None, 0
         run_dir = create_run_dir(cfg, argv)
-    if cfg.text.source is not None:
-        from actors.texts import make_text_source
-
-        try:
-            make_text_source(cfg.text.source)
-        except ValueError as err:
-            raise UsageError(f"text.source: {err}") from None
     reporter = ProgressReporter(enabled=not args.quiet)
     console = reporter.console
     try:
@@ -100,13 +94,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from learner.checkpoint import latest_checkpoint
-    from learner.evaluate import evaluate_policy
+    from explorer.app.evaluate import evaluate_policy
+    from explorer.core.checkpoint import latest_checkpoint
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise UsageError(f"{run_dir}: no config.yaml there (is it a run directory?)")
-    cfg = load_config(run_dir / "config.yaml", args.overrides)
+    cfg = load_run_config(run_dir / "config.yaml", args.overrides)
     checkpoint = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(
         run_dir / "checkpoints")
     if checkpoint is None or not checkpoint.is_file():

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from actors.actor import ActorArgs, actor_main
-from explorer.progress import ProgressReporter
-from explorer.specs import EnvSpec
-from learner.checkpoint import latest_checkpoint
+from explorer.app.progress import ProgressReporter
+from explorer.core.checkpoint import latest_checkpoint
+from explorer.core.specs import EnvSpec
 from learner.worker import LearnerArgs, learner_main
 from llm_labeler.service import ServiceArgs, labeler_main
 
@@ -96,7 +96,7 @@ class Supervisor:
     """Start, watch and stop the learner and actor processes of one run.
 
     Args:
-        cfg: the resolved :class:`~explorer.config.Config`.
+        cfg: the resolved :class:`~explorer.core.config.Config`.
         env_spec: spec probed from the env before any process starts.
         run_dir: ``runs/<name>`` (logs, checkpoints, config.yaml).
         resume_path: checkpoint to resume from, or None.

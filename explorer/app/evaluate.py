@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from actors.envs import make_vec_env
-from learner.checkpoint import load_checkpoint
-from learner.models import make_actor_critic, obs_to_torch
+from explorer.core.checkpoint import load_checkpoint
+from explorer.core.networks import make_actor_critic, obs_to_torch
 
 __all__ = ["Evaluation", "evaluate_policy"]
 

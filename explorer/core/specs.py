@@ -1,6 +1,6 @@
 """Shapes shared by actors and learner: the env's observation spec and the rollout schema.
 
-Both sides build the same :class:`~explorer.wire.WireSchema` from these, so a rollout that does
+Both sides build the same :class:`~explorer.core.wire.WireSchema` from these, so a rollout that does
 not match the running env and model is rejected at the learner's socket.
 
 An env may also report extra statistics per finished episode (NetHack: score, depth, death
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from explorer.wire import KIND_ROLLOUT, KIND_WEIGHTS, ArraySpec, WireError, WireSchema
+from explorer.core.wire import KIND_ROLLOUT, KIND_WEIGHTS, ArraySpec, WireError, WireSchema
 
 __all__ = [
     "LABEL_BYTES",

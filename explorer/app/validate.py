@@ -1,0 +1,39 @@
+"""The config checks that need the registries of the layers below: env ids (actors), labeler
+names (llm_labeler), bonus names (explorer.intrinsic) and text sources (actors).
+
+``explorer.core.config`` checks the schema only, since the core imports no other package; every
+command that starts a run loads its config through :func:`load_run_config`, so a typo in any
+of these is one ``error:`` line at load time, not a traceback inside a process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from actors.env_ids import env_id_problems
+from actors.texts import text_source_problems
+from explorer.core.config import Config, ConfigCheck, config_from_dict, load_config
+from explorer.intrinsic import intrinsic_problems
+from llm_labeler.registry import labeler_problems
+
+__all__ = ["RUN_CHECKS", "load_run_config", "run_config_from_dict"]
+
+#: Every registry check a run's config must pass.
+RUN_CHECKS: tuple[ConfigCheck, ...] = (env_id_problems, text_source_problems,
+                                       intrinsic_problems, labeler_problems)
+
+
+def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
+    """:func:`~explorer.core.config.load_config` plus :data:`RUN_CHECKS`.
+
+    Raises:
+        ConfigError: every problem found, one line each.
+    """
+    return load_config(path, overrides, checks=RUN_CHECKS)
+
+
+def run_config_from_dict(data: Mapping[str, Any]) -> Config:
+    """:func:`~explorer.core.config.config_from_dict` plus :data:`RUN_CHECKS`."""
+    return config_from_dict(data, checks=RUN_CHECKS)
