@@ -63,11 +63,12 @@ class ServiceArgs:
 
 
 def _encoder_for(labeler: Any) -> Any:
-    """Reuse the embedded labeler's MiniLM for the reward model instead of loading it twice."""
+    """Reuse the embedded labeler's cached MiniLM for the reward model instead of loading it
+    twice (any other labeler: a fresh encoder, loaded on first use)."""
     from llm_labeler.encoder import TextEncoder
 
-    model = getattr(labeler, "_encoder", None)
-    return TextEncoder(model=model).encode
+    encoder = getattr(labeler, "text_encoder", None)
+    return (encoder if isinstance(encoder, TextEncoder) else TextEncoder()).encode
 
 
 class LabelerService:

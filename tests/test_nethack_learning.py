@@ -32,8 +32,6 @@ from explorer.app.supervisor import Supervisor
 from explorer.core.config import load_config
 from explorer.core.networks import ActorCritic, build_encoder
 
-pytest.importorskip("nle")
-
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "nethack_score_small.yaml"
 EVAL_EPISODES = 480
 EVAL_SEED = 12345

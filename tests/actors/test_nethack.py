@@ -8,12 +8,10 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 import pytest
-
-pytest.importorskip("nle")
-
 from nle import nethack
 
 from actors import nethack_tasks
+from actors.env_ids import env_id_problems
 from actors.envs import make_vec_env
 from actors.nethack import EPISODE_STATS, NetHackVecEnv, _death_cause, _xlogfile
 from actors.nethack_tasks import DepthGoal, EndStatus, action_set, make_nle_env
@@ -232,16 +230,20 @@ def test_death_cause_names_nethack_end_type() -> None:
     assert _death_cause(Env()) == "starving"
 
 
+ENV_CHECK = (env_id_problems,)
+
+
 def test_config_accepts_nethack_ids_and_lists_them_on_typos() -> None:
-    assert load_config(None, ["env.id=NetHackStaircaseLvl3-v0"]).env.id
-    assert load_config(None, ["env.id=NetHackOracle-v0", "env.backend=nle"]).env.backend == "nle"
+    assert load_config(None, checks=ENV_CHECK, overrides=["env.id=NetHackStaircaseLvl3-v0"]).env.id
+    cfg = load_config(None, ["env.id=NetHackOracle-v0", "env.backend=nle"], ENV_CHECK)
+    assert cfg.env.backend == "nle"
     with pytest.raises(ConfigError) as info:
-        load_config(None, ["env.id=NetHackScor-v0"])
+        load_config(None, checks=ENV_CHECK, overrides=["env.id=NetHackScor-v0"])
     (line,) = info.value.problems
     assert line.startswith("env.id: unknown env 'NetHackScor-v0'; nearest: NetHackScore-v0")
     assert "NetHack tasks: " in line and "NetHackStaircaseLvl4-v0" in line
     with pytest.raises(ConfigError, match="nle knows it"):
-        load_config(None, ["env.id=NetHackScore-v0", "env.backend=gymnasium"])
+        load_config(None, ["env.id=NetHackScore-v0", "env.backend=gymnasium"], ENV_CHECK)
 
 
 def _play_until_deaths(env: NetHackVecEnv, deaths: int, seed: int, before_step=None

@@ -55,7 +55,7 @@ def make_obs(steps: int, batch: int, seed: int = 0, spec: ObsSpec = NETHACK) -> 
 
 
 def test_max_glyph_matches_nle() -> None:
-    nethack = pytest.importorskip("nle.nethack")
+    from nle import nethack
     assert nethack.MAX_GLYPH == NETHACK_MAX_GLYPH
 
 

@@ -63,7 +63,6 @@ def test_checkpoint_policy_is_the_one_evaluated(tmp_path: Path) -> None:
 
 
 def test_nethack_evaluation_reports_scores() -> None:
-    pytest.importorskip("nle")
     cfg = load_config(ROOT / "configs" / "nethack_score_small.yaml",
                       ["env.max_episode_steps=30"])
     result = evaluate_policy(cfg, None, episodes=6, seed=1, num_envs=3)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llm_labeler.backends.embedding import (
@@ -139,18 +140,23 @@ def test_prompt_does_not_hide_progress_in_the_same_text(labeler: EmbeddingLabele
     assert lab.label == 1
 
 
-def test_anchors_do_not_copy_the_dev_set() -> None:
+def dev_set() -> Path:
+    """The shared dev set; missing is a failure, not a skip: CI always lays ../shared beside
+    the clone, so a skip would only hide a broken path."""
     if not DEV.is_file():
-        pytest.skip(f"dev set not found at {DEV}")
-    dev = {_words(c) for r in load_jsonl(DEV) for c in [r.text, *split_clauses(r.text)]}
+        pytest.fail(f"dev set not found at {DEV}: the tests need ../shared/data beside the "
+                    "repository")
+    return DEV
+
+
+def test_anchors_do_not_copy_the_dev_set() -> None:
+    dev = {_words(c) for r in load_jsonl(dev_set()) for c in [r.text, *split_clauses(r.text)]}
     copied = [a for a in DEFAULT_POSITIVE_ANCHORS + DEFAULT_NEGATIVE_ANCHORS if _words(a) in dev]
     assert not copied
 
 
 def test_dev_set_accuracy_and_auc(labeler: EmbeddingLabeler) -> None:
-    if not DEV.is_file():
-        pytest.skip(f"dev set not found at {DEV}")
-    result = evaluate(labeler, load_jsonl(DEV))
+    result = evaluate(labeler, load_jsonl(dev_set()))
     print(f"\ndev: accuracy {result.accuracy:.3f} AUC {result.auc:.3f} positive rate "
           f"{result.positive_rate:.3f} throughput {result.throughput_texts_per_s:.0f}/s")
     assert result.accuracy >= 0.88
@@ -216,3 +222,15 @@ def test_cues_can_be_switched_off(labeler: EmbeddingLabeler) -> None:
 def test_bad_configuration_is_rejected(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         EmbeddingLabeler(**kwargs)
+
+
+def test_reward_model_shares_the_labelers_cached_encoder(labeler: EmbeddingLabeler) -> None:
+    """One MiniLM and one cache serve the labeler and the distilled reward model."""
+    from llm_labeler.service import _encoder_for
+
+    encode = _encoder_for(labeler)
+    assert encode.__self__ is labeler.text_encoder
+    first = encode(["You find a hidden passage."])
+    hits = labeler.cache_stats["hits"]
+    np.testing.assert_array_equal(encode(["You find a hidden passage."]), first)
+    assert labeler.cache_stats["hits"] == hits + 1
