@@ -14,11 +14,30 @@ Config::
     labeler_options: {base_url: "http://127.0.0.1:8000/v1", model: "Qwen/Qwen2.5-7B-Instruct",
                       batch_size: 20, max_concurrency: 4, timeout_s: 30}
 
-Error kinds (``stats()["errors"]``, one count per failed request or reply): ``timeout``,
-``connection``, ``http_4xx``, ``http_429``, ``http_5xx``, ``parse``, ``refusal``,
-``wrong_count``. Texts not sent because the breaker was open fail with ``breaker_open``
-(``closed`` after :meth:`OpenAILabeler.close`, ``internal`` for a bug, logged with its
-traceback).
+Structured output (``structured_output``, default ``auto``): requests carry a
+``response_format`` asking for a JSON object that follows
+:func:`~llm_labeler.backends.openai_prompt.answers_schema` (``{"1": "yes", "2": "no"}``), first
+as OpenAI's ``json_schema``, then as llama-cpp-python's ``json_object`` with a ``schema``. A
+server that refuses one (HTTP 400/422 naming ``response_format``) or answers something else is
+asked the next way, and finally with the plain prompt read by the tolerant parser; the labeler
+remembers the step for good (``stats()["structured_output"]``) and counts each request that
+had to fall back (``stats()["structured_fallbacks"]``), logging each step once.
+
+Error kinds (``stats()["errors"]``, one count per failed request or reply): ``timeout``
+(also HTTP 408), ``connection``, ``config``, ``http_429``, ``http_5xx``, ``parse``,
+``refusal``, ``wrong_count``. Texts not sent because the breaker was open fail with
+``breaker_open`` (``closed`` after :meth:`OpenAILabeler.close`, ``internal`` for a bug, logged
+with its traceback).
+
+Configuration errors: any other HTTP 4xx (400 bad request, 401/403 bad key, 404 unknown model,
+422 rejected option) says the server is up but refuses *this* configuration, which no retry
+fixes. It is not counted against the server (the circuit breaker stays closed) and not
+retried; it is logged once, with the server's own message, counted as ``config`` and kept in
+``stats()["config_error"]``; then no request is sent for ``config_retry_s`` and texts fail fast
+with ``config`` (the labeler service keeps them queued, not failed, and keeps serving cached
+labels). One request per ``config_retry_s`` then checks whether the server was fixed (the
+model loaded, the key changed); the first reply that is not a configuration error resumes
+labelling.
 
 A silent (hanging) server costs a batch at most ``timeout_s * (max_retries + 1)`` plus the
 back-off delays (each at most ``backoff_max_s``); chunks of one batch run in parallel.
@@ -45,17 +64,20 @@ from typing import Any
 
 import httpx
 
-from llm_labeler.backends.breaker import CircuitBreaker
+from llm_labeler.backends.breaker import CircuitBreaker, ConfigErrorGate
 from llm_labeler.backends.openai_prompt import (
     DEFAULT_COMPARE_TEMPLATE,
     DEFAULT_SYSTEM_PROMPT,
     DEFAULT_USER_TEMPLATE,
+    STRUCTURED_DIALECTS,
     ParseError,
     compare_messages,
     format_messages,
     label_messages,
     parse_answers,
+    parse_structured,
     prompt_hash,
+    response_format,
 )
 from llm_labeler.protocol import Label, LabelerError
 from llm_labeler.registry import register_labeler
@@ -71,6 +93,9 @@ log = logging.getLogger(__name__)
 
 #: Error kinds worth a retry: the same request may succeed later.
 RETRYABLE = frozenset({"timeout", "connection", "http_5xx", "http_429"})
+
+#: Values of :attr:`OpenAILabelerConfig.structured_output`.
+STRUCTURED_OUTPUT_MODES = ("auto", "on", "off")
 
 
 # -- labeler ---------------------------------------------------------------------------------
@@ -121,6 +146,14 @@ class OpenAILabelerConfig:
     """Longest HTTP response body read, bytes."""
     seed: int | None = None
     """Seed of the back-off jitter generator."""
+    structured_output: str = "auto"
+    """Ask for JSON-schema structured output (``response_format``): ``"auto"`` while the server
+    honours it, falling back for good to the plain prompt and the tolerant parser once it
+    refuses or ignores it; ``"on"`` always (a server that refuses it has a configuration
+    error); ``"off"`` never (the plain prompt only)."""
+    config_retry_s: float = 60.0
+    """After a configuration error (HTTP 4xx other than 408/429: wrong model name, bad key),
+    time before one request checks whether it was fixed, seconds; none is sent meanwhile."""
 
     def validate(self) -> None:
         """Check every field.
@@ -141,11 +174,14 @@ class OpenAILabelerConfig:
                 errors.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_retries < 0:
             errors.append(f"max_retries must be >= 0, got {self.max_retries}")
-        for name in ("timeout_s", "backoff_max_s", "breaker_cooldown_s"):
+        for name in ("timeout_s", "backoff_max_s", "breaker_cooldown_s", "config_retry_s"):
             if not getattr(self, name) > 0:
                 errors.append(f"{name} must be > 0, got {getattr(self, name)}")
         if self.backoff_base_s < 0 or self.temperature < 0:
             errors.append("backoff_base_s and temperature must be >= 0")
+        if self.structured_output not in STRUCTURED_OUTPUT_MODES:
+            errors.append(f"structured_output must be one of {STRUCTURED_OUTPUT_MODES}, got "
+                          f"{self.structured_output!r}")
         if errors:
             raise ValueError("openai labeler config:\n  " + "\n  ".join(errors))
 
@@ -169,10 +205,16 @@ class BatchResult:
 
 
 class _RequestError(Exception):
-    def __init__(self, kind: str, detail: str, retry_after: float | None = None) -> None:
+    """A request that got no usable reply: ``kind`` is the error kind; ``status`` and
+    ``detail`` the HTTP status and the server's message, when it answered."""
+
+    def __init__(self, kind: str, detail: str, retry_after: float | None = None,
+                 status: int | None = None) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
+        self.detail = detail
         self.retry_after = retry_after
+        self.status = status
 
 
 @register_labeler("openai")
@@ -204,6 +246,9 @@ class OpenAILabeler:
         self.model = cfg.model
         self.prompt_hash = prompt_hash(cfg.system_prompt, cfg.user_template)
         self.breaker = CircuitBreaker(cfg.breaker_failures, cfg.breaker_cooldown_s)
+        self.config_gate = ConfigErrorGate(cfg.config_retry_s)
+        self._dialects = STRUCTURED_DIALECTS if cfg.structured_output != "off" else ()
+        self._dialect = 0  # index into _dialects; past the end: the plain prompt
         key = cfg.api_key if cfg.api_key is not None else os.environ.get(cfg.api_key_env)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.Client(
@@ -219,7 +264,8 @@ class OpenAILabeler:
         self._errors: collections.Counter[str] = collections.Counter()
         self._counts = {"requests": 0, "replies": 0, "retries": 0, "labelled": 0, "failed": 0,
                         "decode_errors": 0, "truncated": 0, "in_flight": 0,
-                        "max_in_flight": 0}
+                        "max_in_flight": 0, "structured_replies": 0,
+                        "structured_fallbacks": 0}
         self._latencies: collections.deque[float] = collections.deque(maxlen=2048)
         self._samples: collections.deque[dict[str, str]] = collections.deque(maxlen=8)
 
@@ -247,6 +293,8 @@ class OpenAILabeler:
         outcome: dict[str, int | str] = {}  # text -> answer or error kind
         if self.breaker.state == CircuitBreaker.OPEN:  # fail fast, no thread hand-off
             outcome = dict.fromkeys(unique, "breaker_open")
+        elif self.config_gate.held:
+            outcome = dict.fromkeys(unique, "config")
         else:
             futures = {self._pool.submit(self._label_chunk, chunk): chunk for chunk in chunks}
             for future, chunk in futures.items():
@@ -286,9 +334,12 @@ class OpenAILabeler:
         kinds = collections.Counter(result.failed.values())
         reason = ("breaker_open" if "breaker_open" in kinds or self.breaker.state != "closed"
                   else kinds.most_common(1)[0][0])
+        config_error = self.config_gate.error
+        said = (f"; configuration error, the server said HTTP {config_error[0]}: "
+                f"{config_error[1]}" if config_error and "config" in kinds else "")
         raise LabelerError(f"openai labeler {self.config.base_url} ({self.model}): "
                            f"{len(result.failed)}/{len(texts)} texts unlabelled "
-                           f"({dict(kinds)})", reason=reason)
+                           f"({dict(kinds)}){said}", reason=reason)
 
     def stats(self) -> dict[str, Any]:
         """Counters for logging under ``labeler/openai/``.
@@ -298,12 +349,21 @@ class OpenAILabeler:
             ``failed`` (texts), ``errors`` (by kind), ``decode_errors``, ``truncated`` (texts
             cut in the prompt), ``in_flight``, ``max_in_flight``, ``latency_p50_s`` /
             ``latency_p95_s`` (of 2xx replies, ``None`` before the first), ``breaker``
-            (:meth:`CircuitBreaker.stats`), ``parse_samples`` (recent unreadable replies).
+            (:meth:`CircuitBreaker.stats`), ``config_error`` (:meth:`ConfigErrorGate.stats`:
+            the active configuration error's HTTP status and server message, None when there
+            is none), ``structured_output`` (what requests ask for now: ``"json_schema"``,
+            ``"json_object"`` or ``"off"``), ``structured_replies`` (replies read as
+            structured output), ``structured_fallbacks`` (requests whose structured output was
+            refused or unreadable), ``parse_samples`` (recent unreadable replies).
         """
         with self._lock:
             lat = sorted(self._latencies)
             out: dict[str, Any] = {**self._counts, "errors": dict(self._errors),
                                    "parse_samples": list(self._samples)}
+            dialect = self._dialects[self._dialect] if self._dialect < len(self._dialects) \
+                else "off"
+        out["structured_output"] = dialect
+        out["config_error"] = self.config_gate.stats()
         out["latency_p50_s"] = lat[int(0.50 * (len(lat) - 1))] if lat else None
         out["latency_p95_s"] = lat[round(0.95 * (len(lat) - 1))] if lat else None
         out["breaker"] = self.breaker.stats()
@@ -363,7 +423,7 @@ class OpenAILabeler:
         like labelling failures) leave ``None`` for the pairs concerned.
         """
         cfg = self.config
-        if self.breaker.state == CircuitBreaker.OPEN:
+        if self.breaker.state == CircuitBreaker.OPEN or self.config_gate.held:
             return [None] * len(pairs)
         chunks = [list(pairs[i:i + cfg.batch_size]) for i in range(0, len(pairs), cfg.batch_size)]
         futures = [self._pool.submit(self._compare_chunk, chunk) for chunk in chunks]
@@ -389,19 +449,38 @@ class OpenAILabeler:
         return [float(a) for a in answers]
 
     def _ask(self, body: dict[str, Any], n: int) -> list[int] | str:
-        """One request with retries: ``n`` yes/no answers, or the error kind."""
+        """One request, with retries and the structured-output fallback: ``n`` yes/no
+        answers, or the error kind."""
         cfg = self.config
-        for attempt in range(cfg.max_retries + 1):
-            if self._closed.is_set() or not self.breaker.allow():
-                return "breaker_open" if not self._closed.is_set() else "closed"
+        attempt = 0
+        while True:
+            if self._closed.is_set():
+                return "closed"
+            if not self.config_gate.allow():
+                return "config"
+            if not self.breaker.allow():
+                self.config_gate.record_other()
+                return "breaker_open"
+            dialect = self._structured_dialect()
+            request = body if dialect is None else {
+                **body, "response_format": response_format(n, dialect)}
             try:
-                content = self._post(body)
+                content = self._post(request)
             except ParseError as err:  # a 2xx reply whose body is not a chat completion
-                self.breaker.record_success()
+                self._server_answered()
                 self._error(err.kind, err.sample)
                 return err.kind
             except _RequestError as err:
+                if err.kind == "config":  # the server is up, it refuses this request
+                    self.breaker.record_success()
+                    if dialect is not None and _names_response_format(err.detail) and \
+                            self._fall_back(dialect, f"HTTP {err.status}: {err.detail}"):
+                        self.config_gate.record_other()
+                        continue  # ask again without it: not an attempt, not a failure
+                    self._config_error(err)
+                    return "config"
                 self.breaker.record_failure()
+                self.config_gate.record_other()
                 self._error(err.kind)
                 if err.kind not in RETRYABLE or attempt == cfg.max_retries:
                     return err.kind
@@ -411,15 +490,76 @@ class OpenAILabeler:
                 if err.retry_after is not None:
                     delay = min(cfg.backoff_max_s, max(delay, err.retry_after))
                 self._count(retries=1)
+                attempt += 1
                 self._closed.wait(delay)
                 continue
-            self.breaker.record_success()
+            self._server_answered()
+            ask_again = False
+            if dialect is not None:
+                try:
+                    answers = parse_structured(content, n)
+                except ParseError as err:  # the server ignored or mangled the schema
+                    ask_again = self._fall_back(dialect, f"unreadable reply {err.sample!r}")
+                else:
+                    self._count(structured_replies=1)
+                    return answers
             try:
                 return parse_answers(content, n)
             except ParseError as err:
+                if ask_again:
+                    continue
                 self._error(err.kind, err.sample)
                 return err.kind
-        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _structured_dialect(self) -> str | None:
+        """How requests ask for structured output now; None: the plain prompt."""
+        with self._lock:
+            return self._dialects[self._dialect] if self._dialect < len(self._dialects) else None
+
+    def _fall_back(self, dialect: str, why: str) -> bool:
+        """A request asking for structured output as ``dialect`` was refused or answered
+        otherwise: count it, and stop asking that way (for good, for every thread).
+
+        Returns:
+            Whether asking again another way may help: False only with
+            ``structured_output="on"`` once every structured dialect has failed.
+        """
+        index = self._dialects.index(dialect)
+        with self._lock:
+            self._counts["structured_fallbacks"] += 1
+            if self._dialect != index:  # another request already moved on
+                return True
+            if index + 1 >= len(self._dialects) and self.config.structured_output == "on":
+                return False
+            self._dialect = index + 1
+            following = (self._dialects[self._dialect] if self._dialect < len(self._dialects)
+                         else None)
+        log.warning("openai labeler %s (%s): structured output as %r did not work (%s); "
+                    "asking %s from now on", self.config.base_url, self.model, dialect, why,
+                    f"as {following!r}" if following else
+                    "with the plain prompt, read by the tolerant parser")
+        return True
+
+    def _server_answered(self) -> None:
+        """A 2xx reply: the server is up and accepts this configuration."""
+        self.breaker.record_success()
+        cleared = self.config_gate.record_success()
+        if cleared is not None:
+            log.warning("openai labeler %s (%s): the configuration error (HTTP %d) is gone; "
+                        "labelling resumes", self.config.base_url, self.model, cleared[0])
+
+    def _config_error(self, err: _RequestError) -> None:
+        """Count a configuration error, hold requests, and log it once (not per batch)."""
+        status = err.status if err.status is not None else 400
+        new = self.config_gate.record_config_error(status, err.detail)
+        self._error("config")
+        if new:
+            log.error("openai labeler %s (model %r): the server refused the request with HTTP "
+                      "%d: %s -- a configuration error (model name, API key, options), not a "
+                      "server outage. No request is sent for %.0f s, then one checks whether "
+                      "it was fixed; texts wait meanwhile (labeler/errors/config).",
+                      self.config.base_url, self.model, status, err.detail,
+                      self.config.config_retry_s)
 
     def _post(self, body: dict[str, Any]) -> str:
         """Send one request; return the reply's message content.
@@ -454,11 +594,13 @@ class OpenAILabeler:
         finally:
             self._count(in_flight=-1)
         if status == 429:
-            raise _RequestError("http_429", "rate limited", retry_after)
+            raise _RequestError("http_429", "rate limited", retry_after, status)
+        if status == 408:  # the server gave up waiting for us: transient, like a timeout
+            raise _RequestError("timeout", "HTTP 408", retry_after, status)
         if 400 <= status < 500:
-            raise _RequestError("http_4xx", f"HTTP {status}: {bytes(raw[:200])!r}")
+            raise _RequestError("config", _server_message(bytes(raw)), status=status)
         if status >= 500:
-            raise _RequestError("http_5xx", f"HTTP {status}")
+            raise _RequestError("http_5xx", f"HTTP {status}", status=status)
         if not 200 <= status < 300:
             raise _RequestError("connection", f"unexpected HTTP {status}")
         with self._lock:
@@ -483,3 +625,24 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+def _server_message(raw: bytes) -> str:
+    """The server's own words from an error body (OpenAI ``{"error": {"message"}}``, FastAPI
+    ``{"detail"}``, or plain text), on one line and at most 300 characters."""
+    try:
+        data: Any = json.loads(raw)
+    except ValueError:  # not JSON (invalid UTF-8 included)
+        data = raw.decode("utf-8", "replace")
+    if isinstance(data, dict):
+        error = data.get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+        data = message or data.get("detail") or data.get("message") or data
+    text = data if isinstance(data, str) else json.dumps(data)
+    return " ".join(text.split())[:300] or "(empty body)"
+
+
+def _names_response_format(message: str) -> bool:
+    """Whether a refusal is about structured output (so dropping it may help)."""
+    lowered = message.lower()
+    return "response_format" in lowered or "json_schema" in lowered

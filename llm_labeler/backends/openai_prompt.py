@@ -4,6 +4,9 @@ Kept apart from the HTTP client so that prompts and the tolerant parser can be r
 and reused (e.g. by evaluation scripts) without a server. The prompts are in the style of ONI's
 annotator (a judge of NetHack progress answers yes/no per numbered message); the parser accepts
 the many shapes real models answer in and never turns an unreadable reply into a default label.
+Servers that support structured output are asked for a JSON object that follows
+:func:`answers_schema` instead (:func:`response_format`, read by :func:`parse_structured`); the
+tolerant parser stays the fallback for the servers that do not.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["DEFAULT_COMPARE_TEMPLATE", "DEFAULT_SYSTEM_PROMPT", "DEFAULT_USER_TEMPLATE",
-           "ParseError", "compare_messages", "format_messages", "label_messages",
-           "parse_answers", "prompt_hash"]
+           "STRUCTURED_DIALECTS", "ParseError", "answers_schema", "compare_messages",
+           "format_messages", "label_messages", "parse_answers", "parse_structured",
+           "prompt_hash", "response_format"]
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful and honest judge of good gameplay and progress in the game NetHack. "
@@ -270,3 +274,75 @@ def parse_answers(reply: str | None, n: int) -> list[int]:
         raise ParseError(f"{len(answers)} answers for {n} messages", kind="wrong_count",
                          sample=sample)
     return answers
+
+
+# -- structured output -----------------------------------------------------------------------
+
+#: Ways of asking a server for a reply that follows :func:`answers_schema`, in the order the
+#: labeler tries them: OpenAI's ``json_schema`` (OpenAI, vLLM, Ollama, llama.cpp's own server)
+#: and llama-cpp-python's ``json_object`` with a ``schema``.
+STRUCTURED_DIALECTS = ("json_schema", "json_object")
+
+
+def answers_schema(n: int) -> dict[str, Any]:
+    """JSON schema of one yes/no answer per numbered message: ``{"1": "yes", "2": "no"}``.
+
+    Numbered required keys fix the count without ``minItems``/``maxItems``, which OpenAI's
+    strict mode does not accept, and read back with the same numbering as the prompt.
+    """
+    keys = [str(i) for i in range(1, n + 1)]
+    return {"type": "object",
+            "properties": {key: {"type": "string", "enum": ["yes", "no"]} for key in keys},
+            "required": keys, "additionalProperties": False}
+
+
+def response_format(n: int, dialect: str) -> dict[str, Any]:
+    """The request's ``response_format`` asking for :func:`answers_schema` (``n`` answers).
+
+    Args:
+        n: number of messages asked about.
+        dialect: one of :data:`STRUCTURED_DIALECTS`.
+
+    Raises:
+        ValueError: unknown dialect.
+    """
+    if dialect == "json_schema":
+        return {"type": "json_schema",
+                "json_schema": {"name": "answers", "strict": True, "schema": answers_schema(n)}}
+    if dialect == "json_object":
+        return {"type": "json_object", "schema": answers_schema(n)}
+    raise ValueError(f"unknown structured-output dialect {dialect!r}; "
+                     f"known: {STRUCTURED_DIALECTS}")
+
+
+def parse_structured(reply: str | None, n: int) -> list[int]:
+    """Read a reply that follows :func:`answers_schema`, strictly.
+
+    Strict on purpose: a server that honoured the schema always passes, so a failure means it
+    ignored or mangled the request and the caller should stop asking for structured output.
+
+    Returns:
+        (n,) answers, 1 = yes.
+
+    Raises:
+        ParseError: ``kind="parse"`` when the reply is not such a JSON object,
+            ``"wrong_count"`` when its keys are not ``"1"`` .. ``"n"``.
+    """
+    text = (reply or "").strip()
+    sample = text[:200]
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise ParseError("structured reply is not JSON", kind="parse", sample=sample) from None
+    if not isinstance(data, dict):
+        raise ParseError("structured reply is not a JSON object", kind="parse", sample=sample)
+    keys = [str(i) for i in range(1, n + 1)]
+    if sorted(data, key=str) != sorted(keys):
+        raise ParseError(f"structured reply has keys {sorted(data)[:10]}, expected 1..{n}",
+                         kind="wrong_count", sample=sample)
+    answers = [data[key].strip().lower() if isinstance(data[key], str) else None
+               for key in keys]
+    if not all(a in ("yes", "no") for a in answers):
+        raise ParseError("structured reply has an answer other than yes/no", kind="parse",
+                         sample=sample)
+    return [int(a == "yes") for a in answers]

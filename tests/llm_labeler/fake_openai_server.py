@@ -5,6 +5,11 @@ answer counts, HTTP errors, hangs, a server that goes down and comes back). Its 
 answers with a fixed rule: ``yes`` when a message contains ``"kill"`` or ``" - "``, else
 ``no``. Messages are read from the user prompt's numbered lines (``"N. text"``).
 
+Structured output (``response_format``) is honoured like OpenAI's API does (a JSON object
+with one ``"N": "yes"|"no"`` per message), ignored, or refused with HTTP 400, as
+``structured`` says. ``keep_alive=True`` serves HTTP/1.1 persistent connections, which clients
+then reuse across requests (as real servers do).
+
 Example::
 
     with FakeOpenAIServer() as server:
@@ -22,11 +27,15 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["BEHAVIOURS", "FakeOpenAIServer", "rule"]
+__all__ = ["BEHAVIOURS", "STRUCTURED", "FakeOpenAIServer", "rule"]
 
 #: What one request can be answered with.
 BEHAVIOURS = ("ok", "json", "garbage", "empty", "refusal", "wrong_count", "malformed",
-              "http_500", "http_400", "http_429", "hang", "slow")
+              "http_500", "http_400", "http_401", "http_404", "http_408", "http_429", "hang",
+              "slow")
+
+#: How the server treats a request's ``response_format``.
+STRUCTURED = ("honour", "ignore", "reject")
 
 _MESSAGE_LINE = re.compile(r"^(\d+)\. (.*)$", re.MULTILINE)
 _PAIR = re.compile(r"^A: (.*) \| B: (.*)$")
@@ -72,6 +81,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, behaviour: str, body: dict[str, Any]) -> None:
         fake = self.server.fake
+        structured = body.get("response_format") is not None
+        if structured and fake.structured == "reject":
+            self._send(400, {"error": {
+                "message": "Unrecognized request argument supplied: response_format",
+                "type": "invalid_request_error", "param": "response_format", "code": None}})
+            return
         user = next((m["content"] for m in body.get("messages", []) if m["role"] == "user"), "")
         messages = [m.group(2) for m in _MESSAGE_LINE.finditer(user)]
         fake.seen_messages.append(messages)
@@ -81,7 +96,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif behaviour == "slow":
             time.sleep(fake.slow_s)
         content: str | None
-        if behaviour in ("ok", "hang", "slow"):
+        if behaviour in ("ok", "hang", "slow") and structured and fake.structured == "honour":
+            content = json.dumps({str(i): a for i, a in enumerate(answers, start=1)})
+        elif behaviour in ("ok", "hang", "slow"):
             content = "\n".join(f"{i}: {a}" for i, a in enumerate(answers, start=1))
         elif behaviour == "json":
             content = f"Sure! Here are my answers:\n```json\n{json.dumps(answers)}\n```"
@@ -102,6 +119,21 @@ class _Handler(BaseHTTPRequestHandler):
             return
         elif behaviour == "http_400":
             self._send(400, {"error": {"message": "bad request"}})
+            return
+        elif behaviour == "http_401":
+            self._send(401, {"error": {
+                "message": "Incorrect API key provided: sk-wrong. You can find your API key "
+                           "at https://platform.openai.com/account/api-keys.",
+                "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}})
+            return
+        elif behaviour == "http_404":
+            self._send(404, {"error": {
+                "message": f"The model `{body.get('model')}` does not exist or you do not "
+                           "have access to it.",
+                "type": "invalid_request_error", "param": None, "code": "model_not_found"}})
+            return
+        elif behaviour == "http_408":
+            self._send(408, {"error": {"message": "request timeout"}})
             return
         elif behaviour == "http_429":
             self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": "0"})
@@ -130,6 +162,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+class _KeepAliveHandler(_Handler):
+    protocol_version = "HTTP/1.1"  # every reply has a Content-Length: connections persist
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -147,16 +183,24 @@ class FakeOpenAIServer:
         bodies: per request, its JSON body.
     """
 
-    def __init__(self, *, default: str = "ok", hang_s: float = 5.0, slow_s: float = 0.2) -> None:
+    def __init__(self, *, default: str = "ok", hang_s: float = 5.0, slow_s: float = 0.2,
+                 structured: str = "honour", keep_alive: bool = False) -> None:
         """Create (not yet listening).
 
         Args:
             default: behaviour once the script is used up.
             hang_s: how long ``"hang"`` waits before answering, seconds (cut short by stop).
             slow_s: how long ``"slow"`` waits before answering, seconds.
+            structured: what a request's ``response_format`` gets (see :data:`STRUCTURED`).
+            keep_alive: serve HTTP/1.1 with persistent connections instead of one request
+                per connection (a stop then leaves open connections to the client).
         """
         self._check(default)
+        if structured not in STRUCTURED:
+            raise ValueError(f"unknown structured {structured!r}; known: {STRUCTURED}")
         self.default = default
+        self.structured = structured
+        self.keep_alive = keep_alive
         self.hang_s = hang_s
         self.slow_s = slow_s
         self.port = 0
@@ -197,7 +241,8 @@ class FakeOpenAIServer:
     def start(self) -> FakeOpenAIServer:
         """Listen (on the previous port after a :meth:`stop`, else on a free one)."""
         self._stopping.clear()
-        self._httpd = _Server(("127.0.0.1", self.port), _Handler)
+        handler = _KeepAliveHandler if self.keep_alive else _Handler
+        self._httpd = _Server(("127.0.0.1", self.port), handler)
         self._httpd.fake = self
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever,

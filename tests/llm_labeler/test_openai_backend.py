@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
 import pytest
 from fake_openai_server import FakeOpenAIServer, rule
 
+from llm_labeler.backends.breaker import ConfigErrorGate
 from llm_labeler.backends.openai_backend import (
     DEFAULT_USER_TEMPLATE,
     CircuitBreaker,
@@ -18,6 +20,7 @@ from llm_labeler.backends.openai_backend import (
     parse_answers,
     prompt_hash,
 )
+from llm_labeler.backends.openai_prompt import answers_schema, parse_structured
 from llm_labeler.protocol import Labeler, LabelerError
 from llm_labeler.registry import make_labeler
 
@@ -108,14 +111,17 @@ def test_prompt_hash_and_template(server: FakeOpenAIServer, make) -> None:
     ("malformed", "parse", 1),
     ("refusal", "refusal", 1),
     ("wrong_count", "wrong_count", 1),
-    ("http_400", "http_4xx", 1),          # not retried
-    ("http_500", "http_5xx", 2),          # retried once (max_retries=1)
+    ("http_400", "config", 1),            # not retried
+    ("http_401", "config", 1),
+    ("http_404", "config", 1),
+    ("http_408", "timeout", 2),           # transient: retried once (max_retries=1)
+    ("http_500", "http_5xx", 2),
     ("http_429", "http_429", 2),
 ])
 def test_fault_counted_by_kind(server: FakeOpenAIServer, make, behaviour: str, kind: str,
                                requests: int) -> None:
     server.default = behaviour
-    labeler = make()
+    labeler = make(structured_output="off")  # the plain prompt's parser; structured: below
     result = labeler.label_batch(TEXTS)
     assert result.labels == [] and result.failed == dict.fromkeys(TEXTS, kind)
     stats = labeler.stats()
@@ -151,7 +157,8 @@ def test_server_down_is_a_connection_error(server: FakeOpenAIServer, make) -> No
 
 def test_partial_failure_keeps_the_good_labels(server: FakeOpenAIServer, make) -> None:
     server.script("ok", "garbage")
-    labeler = make(batch_size=2, max_concurrency=1)      # one at a time: script order holds
+    labeler = make(batch_size=2, max_concurrency=1,      # one at a time: script order holds
+                   structured_output="off")
     result = labeler.label_batch(TEXTS)
     assert [lab.text for lab in result.labels] == TEXTS[:2]
     assert result.failed == dict.fromkeys(TEXTS[2:], "parse")
@@ -165,6 +172,166 @@ def test_transient_500s_are_retried(server: FakeOpenAIServer, make) -> None:
     stats = labeler.stats()
     assert stats["errors"] == {"http_5xx": 2} and stats["retries"] == 2
     assert server.requests == 3
+
+
+# -- structured output -----------------------------------------------------------------------
+
+def _asked_for(body: dict) -> str | None:
+    fmt = body.get("response_format")
+    return None if fmt is None else fmt["type"]
+
+
+def test_structured_output_is_asked_for_and_read(server: FakeOpenAIServer, make) -> None:
+    labeler = make(batch_size=3)
+    assert [lab.label for lab in labeler.label(TEXTS)] == EXPECTED
+    first = server.bodies[0]["response_format"]
+    assert first["type"] == "json_schema" and first["json_schema"]["strict"] is True
+    assert first["json_schema"]["schema"] == answers_schema(3)
+    assert server.bodies[1]["response_format"]["json_schema"]["schema"] == answers_schema(1)
+    stats = labeler.stats()
+    assert stats["structured_replies"] == 2 and stats["structured_fallbacks"] == 0
+    assert stats["structured_output"] == "json_schema" and stats["errors"] == {}
+
+
+def test_server_refusing_structured_output_falls_back_for_good(
+        caplog: pytest.LogCaptureFixture, make) -> None:
+    with FakeOpenAIServer(structured="reject") as server:
+        labeler = make(base_url=server.url, breaker_failures=1)
+        with caplog.at_level(logging.WARNING, "llm_labeler"):
+            for _ in range(3):
+                assert [lab.label for lab in labeler.label(TEXTS)] == EXPECTED
+    # json_schema refused (HTTP 400 naming response_format), then json_object, then plain;
+    # the next batches go straight to the plain prompt
+    assert [_asked_for(b) for b in server.bodies] == ["json_schema", "json_object", None,
+                                                      None, None]
+    stats = labeler.stats()
+    assert stats["structured_fallbacks"] == 2 and stats["structured_output"] == "off"
+    assert stats["errors"] == {} and stats["config_error"]["status"] is None
+    assert labeler.breaker.state == "closed"             # a refusal is not an outage
+    steps = [r for r in caplog.records if "structured output" in r.getMessage()]
+    assert len(steps) == 2                               # one line per step, not per batch
+
+
+def test_server_ignoring_structured_output_is_read_by_the_tolerant_parser(make) -> None:
+    with FakeOpenAIServer(structured="ignore") as server:
+        labeler = make(base_url=server.url)
+        for _ in range(3):                               # plain replies read at once
+            assert [lab.label for lab in labeler.label(TEXTS)] == EXPECTED
+    assert [_asked_for(b) for b in server.bodies] == ["json_schema", "json_object", None]
+    stats = labeler.stats()
+    assert stats["structured_fallbacks"] == 2 and stats["structured_replies"] == 0
+    assert stats["errors"] == {}
+
+
+def test_unreadable_structured_reply_asks_again_without_counting_a_failure(
+        server: FakeOpenAIServer, make) -> None:
+    server.script("garbage")                             # then "ok", honouring the schema
+    labeler = make(max_concurrency=1)
+    assert [lab.label for lab in labeler.label(TEXTS)] == EXPECTED
+    assert [_asked_for(b) for b in server.bodies] == ["json_schema", "json_object"]
+    stats = labeler.stats()
+    assert stats["errors"] == {} and stats["structured_fallbacks"] == 1
+    assert stats["structured_replies"] == 1 and stats["structured_output"] == "json_object"
+
+
+def test_structured_output_on_and_off(make) -> None:
+    with FakeOpenAIServer(structured="reject") as server:
+        labeler = make(base_url=server.url, structured_output="on")
+        result = labeler.label_batch(TEXTS)
+        assert result.failed == dict.fromkeys(TEXTS, "config")  # never the plain prompt
+        assert [_asked_for(b) for b in server.bodies] == ["json_schema", "json_object"]
+        assert labeler.stats()["config_error"]["status"] == 400
+        assert "response_format" in labeler.stats()["config_error"]["message"]
+    with FakeOpenAIServer() as server:
+        labeler = make(base_url=server.url, structured_output="off")
+        assert [lab.label for lab in labeler.label(TEXTS)] == EXPECTED
+        assert [_asked_for(b) for b in server.bodies] == [None]
+        assert labeler.stats()["structured_output"] == "off"
+    with pytest.raises(ValueError, match="structured_output"):
+        OpenAILabeler(structured_output="maybe")
+
+
+def test_parse_structured() -> None:
+    assert parse_structured('{"1": "yes", "2": "No"}', 2) == [1, 0]
+    assert parse_structured(' {"2": "no", "1": "yes"}\n', 2) == [1, 0]
+    for reply, kind in [("1: yes\n2: no", "parse"), ('["yes", "no"]', "parse"),
+                        ('{"1": "yes"}', "wrong_count"), ('{"1": "yes", "2": "maybe"}', "parse"),
+                        ('{"1": "yes", "3": "no"}', "wrong_count"), (None, "parse")]:
+        with pytest.raises(ParseError) as info:
+            parse_structured(reply, 2)
+        assert info.value.kind == kind, reply
+
+
+# -- configuration errors (HTTP 4xx): not an outage ------------------------------------------
+
+def test_bad_key_is_a_configuration_error_reported_once(
+        server: FakeOpenAIServer, make, caplog: pytest.LogCaptureFixture) -> None:
+    server.default = "http_401"
+    labeler = make(breaker_failures=2, max_retries=2)
+    with caplog.at_level(logging.WARNING, "llm_labeler"):
+        for _ in range(5):
+            assert labeler.label_batch(TEXTS).failed == dict.fromkeys(TEXTS, "config")
+        with pytest.raises(LabelerError) as info:
+            labeler.label(TEXTS)
+    assert info.value.reason == "config" and "Incorrect API key provided" in str(info.value)
+    assert server.requests == 1                          # no retry, no request per batch
+    stats = labeler.stats()
+    assert stats["errors"] == {"config": 1} and stats["retries"] == 0
+    assert stats["config_error"]["status"] == 401
+    assert stats["config_error"]["message"].startswith("Incorrect API key provided: sk-wrong.")
+    assert labeler.breaker.state == "closed" and stats["breaker"]["opens"] == 0
+    reported = [r for r in caplog.records if "Incorrect API key" in r.getMessage()]
+    assert len(reported) == 1 and reported[0].levelno == logging.ERROR
+    assert "HTTP 401" in reported[0].getMessage()
+
+
+def test_unknown_model_is_probed_once_per_hold_and_clears_when_fixed(
+        server: FakeOpenAIServer, make, caplog: pytest.LogCaptureFixture) -> None:
+    server.default = "http_404"
+    labeler = make(model="no-such-model", config_retry_s=0.2)
+
+    def after_hold() -> None:
+        for _ in range(200):                             # bounded wait, no timing assertion
+            if not labeler.config_gate.held:
+                return
+            time.sleep(0.01)
+        raise AssertionError("the configuration hold never ended")
+
+    with caplog.at_level(logging.WARNING, "llm_labeler"):
+        assert set(labeler.label_batch(TEXTS).failed.values()) == {"config"}
+        assert labeler.stats()["config_error"]["message"].startswith(
+            "The model `no-such-model` does not exist")
+        after_hold()
+        assert set(labeler.label_batch(TEXTS).failed.values()) == {"config"}  # one probe
+        assert server.requests == 2
+        server.default = "ok"                            # the model got loaded
+        after_hold()
+        assert [lab.label for lab in labeler.label(TEXTS)] == EXPECTED
+    stats = labeler.stats()
+    assert stats["config_error"] == {"status": None, "message": None, "count": 2}
+    assert stats["errors"] == {"config": 2} and labeler.breaker.state == "closed"
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("does not exist" in m for m in messages) == 1  # the same error: logged once
+    assert sum("is gone" in m for m in messages) == 1
+
+
+def test_config_gate_unit() -> None:
+    now = [0.0]
+    gate = ConfigErrorGate(hold_s=10.0, clock=lambda: now[0])
+    assert gate.allow() and not gate.held
+    assert gate.record_config_error(401, "bad key") is True
+    assert gate.held and not gate.allow() and gate.error == (401, "bad key")
+    now[0] = 10.0
+    assert not gate.held and gate.allow() and not gate.allow()  # exactly one probe
+    gate.record_other()                                  # a timeout says nothing: free the probe
+    assert gate.allow()
+    assert gate.record_config_error(401, "bad key") is False     # same error: not new
+    assert gate.record_config_error(404, "no model") is True
+    now[0] = 20.0
+    assert gate.allow()
+    assert gate.record_success() == (404, "no model")
+    assert gate.allow() and gate.record_success() is None
+    assert gate.stats() == {"status": None, "message": None, "count": 3}
 
 
 # -- circuit breaker -------------------------------------------------------------------------
