@@ -19,6 +19,7 @@ import torch
 from actors.envs import make_vec_env
 from explorer.core.checkpoint import load_checkpoint
 from explorer.core.networks import make_actor_critic, obs_to_torch
+from explorer.core.seeding import seeded_generator
 
 __all__ = ["Evaluation", "evaluate_policy"]
 
@@ -83,7 +84,7 @@ def evaluate_policy(cfg: Any, checkpoint: Path | None, episodes: int, seed: int,
             raise ValueError(f"checkpoint {checkpoint}: not a checkpoint of this run's model "
                              f"({type(err).__name__}: {str(err)[:200]})") from err
         model.eval()
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded_generator(seed)
     rng = np.random.default_rng(seed)
     returns: list[float] = []
     lengths: list[int] = []

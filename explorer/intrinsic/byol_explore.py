@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from explorer.core.networks import ObsSpec, build_encoder, layer_init
+from explorer.core.seeding import seeded_init
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
 from explorer.intrinsic.e3b import flat_obs
 
@@ -184,8 +185,7 @@ class BYOLExploreBonus:
             raise ValueError(f"horizon must be >= 1; got {horizon}")
         self.device = torch.device(device)
         self.horizon, self.target_decay, self.epochs = horizon, target_decay, epochs
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)
+        with seeded_init(seed):
             self.online = make_embedding(obs_spec, encoder, hidden_size, embed_dim)
             self.world_model = _WorldModel(num_actions, embed_dim, core_size)
         self.target = copy.deepcopy(self.online).requires_grad_(False)

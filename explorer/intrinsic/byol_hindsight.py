@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from explorer.core.networks import ObsSpec, layer_init
+from explorer.core.seeding import seeded_generator, seeded_init
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
 from explorer.intrinsic.byol_explore import byol_loss, ema_update, make_embedding
 from explorer.intrinsic.e3b import flat_obs
@@ -128,8 +129,7 @@ class BYOLHindsightBonus:
         self.adversarial_weight, self.nce_batch = adversarial_weight, nce_batch
         self.target_decay, self.use_hindsight, self.epochs = target_decay, use_hindsight, epochs
         context = embed_dim + num_actions
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)
+        with seeded_init(seed):
             self.online = make_embedding(obs_spec, encoder, hidden_size, embed_dim)
             self.generator = _mlp(context + embed_dim, hidden_size, latent_dim)
             self.world_model = _mlp(context + latent_dim, hidden_size, embed_dim)
@@ -142,8 +142,7 @@ class BYOLHindsightBonus:
                         *self.world_model.parameters()]
         self.optimizer = torch.optim.Adam(model_params, lr=lr)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=critic_lr)
-        self.rng = torch.Generator(device=self.device)
-        self.rng.manual_seed(seed)
+        self.rng = seeded_generator(seed, self.device)
 
     def _forward(self, batch: TransitionBatch) -> tuple[Tensor, Tensor, Tensor]:
         """Embeds every transition and predicts its outcome.

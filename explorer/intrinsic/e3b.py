@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from explorer.core.networks import ObsSpec, build_encoder, layer_init
+from explorer.core.seeding import seeded_init
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
 
 __all__ = ["E3BBonus", "InverseDynamicsEmbedding", "flat_obs", "sherman_morrison",
@@ -176,8 +177,7 @@ class E3BBonus:
         self.device = torch.device(device)
         self.ridge = float(ridge)
         self.epochs = epochs
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)
+        with seeded_init(seed):
             self.model = InverseDynamicsEmbedding(obs_spec, num_actions, embed_dim, encoder,
                                                   hidden_size)
         self.model.to(self.device)

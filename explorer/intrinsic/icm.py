@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from explorer.core.networks import ObsSpec, build_encoder, layer_init
+from explorer.core.seeding import seeded_init
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
 
 __all__ = ["ICMBonus"]
@@ -78,8 +79,7 @@ class ICMBonus:
         self.beta = beta
         self.eta = eta
         self.epochs = epochs
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)
+        with seeded_init(seed):
             obs_encoder = build_encoder(obs_spec, encoder, hidden_size)
             self.features = nn.Sequential(
                 obs_encoder, layer_init(nn.Linear(hidden_size, embed_dim), gain=1.0))

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from explorer.core.networks import ObsSpec
+from explorer.core.seeding import seeded_init
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
 from explorer.intrinsic.e3b import InverseDynamicsEmbedding, train_inverse_dynamics
 from explorer.memory import EmbeddingMemory
@@ -198,8 +199,7 @@ class NGUBonus:
         self.dist_horizon = dist_horizon
         self.memory_capacity, self.faiss_threshold = memory_capacity, faiss_threshold
         self.memory_gpu = memory_gpu
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)
+        with seeded_init(seed):
             self.model = InverseDynamicsEmbedding(obs_spec, num_actions, embed_dim, encoder,
                                                   hidden_size)
         self.model.to(self.device)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from explorer.core.networks import ObsSpec, build_encoder, layer_init, select_encoder_kind
 from explorer.core.running_stats import RunningMeanStd
+from explorer.core.seeding import seeded_generator, seeded_init
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
 
 __all__ = ["RNDBonus", "normalized_keys"]
@@ -108,8 +109,7 @@ class RNDBonus:
         self.epochs = epochs
         kind = select_encoder_kind(obs_spec) if encoder == "auto" else encoder
         self.input_scale = _INPUT_SCALE.get(kind, 1.0)
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)
+        with seeded_init(seed):
             target_encoder = build_encoder(obs_spec, kind, hidden_size)
             self.target = nn.Sequential(
                 target_encoder, layer_init(nn.Linear(hidden_size, embed_dim), gain=1.0))
@@ -125,8 +125,7 @@ class RNDBonus:
         self.obs_stats = {k: RunningMeanStd(obs_spec[k][0], device=self.device)
                           for k in normalized_keys(obs_spec, self.in_keys)}
         self.optimizer = torch.optim.Adam(self.predictor.parameters(), lr=lr)
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(seed)
+        self.generator = seeded_generator(seed, self.device)
         self.updates = 0
 
     @property
