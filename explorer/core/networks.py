@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from explorer.core.shapes import flatten_obs, flatten_time_batch, unflatten_time_batch
 from explorer.core.specs import ObsSpec
 
 __all__ = [
@@ -554,10 +555,9 @@ class ActorCritic(nn.Module):
             logits ``(T, B, A)``, values ``(T, B, V)``, next core state ``(B, H)``.
         """
         steps, batch = episode_start.shape
-        flat = {k: obs[k].reshape(steps * batch, *obs[k].shape[2:]) for k in self.encoder.in_keys}
-        x = self.encoder(flat)  # (T*B, F)
+        x = self.encoder(flatten_obs(obs, self.encoder.in_keys))  # (T*B, F)
         if self.core is not None:
-            x = x.view(steps, batch, -1)  # (T, B, F)
+            x = unflatten_time_batch(x, steps, batch)  # (T, B, F)
             keep = (~episode_start.bool()).unsqueeze(-1).to(x.dtype)  # (T, B, 1)
             state = core_state
             outputs = []
@@ -565,9 +565,10 @@ class ActorCritic(nn.Module):
                 state = self.core(x[t], state * keep[t])  # (B, H)
                 outputs.append(state)
             core_state = state
-            x = torch.stack(outputs).view(steps * batch, -1)  # (T*B, H)
-        logits = self.policy(x).view(steps, batch, -1)  # (T, B, A)
-        values = self.value(x).view(steps, batch, -1) * self.value_std + self.value_mean  # (T,B,V)
+            x = flatten_time_batch(torch.stack(outputs))  # (T*B, H)
+        logits = unflatten_time_batch(self.policy(x), steps, batch)  # (T, B, A)
+        values = unflatten_time_batch(self.value(x), steps, batch)  # (T, B, V) normalised
+        values = values * self.value_std + self.value_mean
         return logits, values, core_state
 
 

@@ -28,8 +28,8 @@ from torch.nn import functional as F
 
 from explorer.core.networks import ObsSpec, build_encoder, layer_init
 from explorer.core.seeding import seeded_init
+from explorer.core.shapes import flatten_obs, flatten_time_batch, unflatten_time_batch
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
-from explorer.intrinsic.e3b import flat_obs
 
 __all__ = ["BYOLExploreBonus", "EmaStd", "byol_loss", "ema_update", "make_embedding"]
 
@@ -125,12 +125,13 @@ class _WorldModel(nn.Module):
             state = self.closed(torch.cat([embeddings[p], previous[p] * keep[p]], -1),
                                 state * keep[p])
             closed.append(state)
-        state = torch.stack(closed).flatten(0, 1)  # (T*B, H)
+        state = flatten_time_batch(torch.stack(closed))  # (T*B, H)
         padded = torch.cat([onehot, onehot.new_zeros(horizon, envs, self.num_actions)])
         predictions = []
         for k in range(1, horizon + 1):
-            state = self.open(padded[k - 1:k - 1 + steps].flatten(0, 1), state)  # a_{p+k-1}
-            predictions.append(self.predictor(state).view(steps, envs, -1))
+            # a_{p+k-1}
+            state = self.open(flatten_time_batch(padded[k - 1:k - 1 + steps]), state)
+            predictions.append(unflatten_time_batch(self.predictor(state), steps, envs))
         return torch.stack(predictions)
 
 
@@ -204,11 +205,11 @@ class BYOLExploreBonus:
             validity.
         """
         steps, envs = batch.mask.shape
-        obs = flat_obs(batch.obs, self.in_keys, self.device)
+        obs = flatten_obs(batch.obs, self.in_keys, self.device)
         with torch.no_grad():
-            targets = self.target(obs).view(steps + 1, envs, -1)  # (T+1, B, E)
+            targets = unflatten_time_batch(self.target(obs), steps + 1, envs)  # (T+1, B, E)
         first = {k: v[:steps * envs] for k, v in obs.items()}  # o_0..o_{T-1}
-        embeddings = self.online(first).view(steps, envs, -1)  # (T, B, E)
+        embeddings = unflatten_time_batch(self.online(first), steps, envs)  # (T, B, E)
         start = batch.episode_start.to(self.device).bool()  # (T+1, B)
         real = batch.mask.to(self.device) > 0  # (T, B)
         # actions of masked (auto-reset) steps may be anything, even -1: they feed no valid

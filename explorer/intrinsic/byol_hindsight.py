@@ -32,9 +32,9 @@ from torch.nn import functional as F
 
 from explorer.core.networks import ObsSpec, layer_init
 from explorer.core.seeding import seeded_generator, seeded_init
+from explorer.core.shapes import flatten_obs, flatten_time_batch, unflatten_time_batch
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
 from explorer.intrinsic.byol_explore import byol_loss, ema_update, make_embedding
-from explorer.intrinsic.e3b import flat_obs
 
 __all__ = ["BYOLHindsightBonus"]
 
@@ -152,11 +152,11 @@ class BYOLHindsightBonus:
             ``[f(s_t), onehot(a_t)]`` and ``(T, B, Z)`` latents.
         """
         steps, envs = batch.mask.shape
-        obs = flat_obs(batch.obs, self.in_keys, self.device)
+        obs = flatten_obs(batch.obs, self.in_keys, self.device)
         with torch.no_grad():
-            targets = self.target(obs).view(steps + 1, envs, -1)[1:]  # (T, B, E)
+            targets = unflatten_time_batch(self.target(obs), steps + 1, envs)[1:]  # (T, B, E)
         first = {k: v[:steps * envs] for k, v in obs.items()}
-        embeddings = self.online(first).view(steps, envs, -1)  # (T, B, E)
+        embeddings = unflatten_time_batch(self.online(first), steps, envs)  # (T, B, E)
         real = batch.mask.to(self.device) > 0  # (T, B)
         # actions of masked (auto-reset) steps may be anything, even -1: use 0 there
         actions = torch.where(real, batch.actions.to(self.device), 0)
@@ -172,7 +172,7 @@ class BYOLHindsightBonus:
 
     def _nce_rows(self, valid: Tensor) -> Tensor:
         """Flat indices of a random subset (at most ``nce_batch``) of the valid transitions."""
-        rows = valid.flatten().nonzero().flatten()
+        rows = flatten_time_batch(valid).nonzero().flatten()
         order = torch.randperm(len(rows), generator=self.rng, device=self.device)
         return rows[order[:self.nce_batch]]
 
@@ -208,8 +208,8 @@ class BYOLHindsightBonus:
             loss = prediction_loss
             if self.use_hindsight:
                 rows = self._nce_rows(valid)
-                context_n = context.flatten(0, 1)[rows].detach()  # (n, E + A)
-                z_n = z.flatten(0, 1)[rows]  # (n, Z)
+                context_n = flatten_time_batch(context)[rows].detach()  # (n, E + A)
+                z_n = flatten_time_batch(z)[rows]  # (n, Z)
                 log_n = math.log(len(rows))
                 # critic step: maximise the InfoNCE bound on fixed inputs
                 critic_loss = self.critic.info_nce(context_n, z_n.detach())

@@ -25,16 +25,10 @@ from torch.nn import functional as F
 
 from explorer.core.networks import ObsSpec, build_encoder, layer_init
 from explorer.core.seeding import seeded_init
+from explorer.core.shapes import flatten_obs, unflatten_time_batch
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
 
-__all__ = ["E3BBonus", "InverseDynamicsEmbedding", "flat_obs", "sherman_morrison",
-           "train_inverse_dynamics"]
-
-
-def flat_obs(obs: dict[str, Tensor], keys: tuple[str, ...],
-             device: torch.device) -> dict[str, Tensor]:
-    """``(T, B, *shape)`` observations -> ``(T * B, *shape)`` on ``device`` (``keys`` only)."""
-    return {k: obs[k].reshape(-1, *obs[k].shape[2:]).to(device) for k in keys}
+__all__ = ["E3BBonus", "InverseDynamicsEmbedding", "sherman_morrison", "train_inverse_dynamics"]
 
 
 class InverseDynamicsEmbedding(nn.Module):
@@ -78,7 +72,7 @@ class InverseDynamicsEmbedding(nn.Module):
         """
         lead = obs[self.in_keys[0]].shape[:2]
         device = next(self.parameters()).device
-        return self.embed(flat_obs(obs, self.in_keys, device)).view(*lead, -1)
+        return unflatten_time_batch(self.embed(flatten_obs(obs, self.in_keys, device)), *lead)
 
     def loss(self, batch: TransitionBatch) -> tuple[Tensor, float]:
         """Inverse-dynamics cross entropy over the valid transitions of ``batch``.

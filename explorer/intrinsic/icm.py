@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from explorer.core.networks import ObsSpec, build_encoder, layer_init
 from explorer.core.seeding import seeded_init
+from explorer.core.shapes import flatten_obs, unflatten_time_batch
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
 
 __all__ = ["ICMBonus"]
@@ -104,9 +105,8 @@ class ICMBonus:
     def _embed(self, obs: dict[str, Tensor]) -> Tensor:
         """Raw ``(T+1, B, *shape)`` observations -> ``(T+1, B, E)`` features."""
         lead = obs[self.in_keys[0]].shape[:2]
-        flat = {k: obs[k].to(self.device).reshape(lead[0] * lead[1], *obs[k].shape[2:])
-                for k in self.in_keys}
-        return self.features(flat).view(*lead, -1)
+        return unflatten_time_batch(self.features(flatten_obs(obs, self.in_keys, self.device)),
+                                    *lead)
 
     def _forward_error(self, phi: Tensor, actions: Tensor, phi_next: Tensor) -> Tensor:
         """``1/2 ||f(phi, a) - phi_next||^2`` per transition: ``(..., E)`` -> ``(...)``."""

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from explorer.core.networks import ObsSpec, build_encoder, layer_init, select_encoder_kind
 from explorer.core.running_stats import RunningMeanStd
 from explorer.core.seeding import seeded_generator, seeded_init
+from explorer.core.shapes import flatten_obs, flatten_time_batch, unflatten_time_batch
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
 
 __all__ = ["RNDBonus", "normalized_keys"]
@@ -46,11 +47,6 @@ def normalized_keys(obs_spec: ObsSpec, keys: tuple[str, ...]) -> list[str]:
     """
     return [k for k in keys
             if np.issubdtype(np.dtype(obs_spec[k][1]), np.floating) or len(obs_spec[k][0]) >= 2]
-
-
-def _flatten(x: Tensor) -> Tensor:
-    """``(T, B, *shape)`` -> ``(T * B, *shape)``."""
-    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
 
 @register_intrinsic("rnd")
@@ -161,8 +157,8 @@ class RNDBonus:
         """
         lead = obs[self.in_keys[0]].shape[:2]
         with torch.no_grad():
-            errors = self._errors({k: _flatten(obs[k]) for k in self.in_keys})
-        return errors.view(lead)
+            errors = self._errors(flatten_obs(obs, self.in_keys))  # (N,)
+        return unflatten_time_batch(errors, *lead)
 
     def compute(self, batch: TransitionBatch) -> Tensor:
         """Bonus ``novelty(obs[t+1])`` of each transition.
@@ -190,14 +186,15 @@ class RNDBonus:
         Returns:
             ``{"loss": mean predictor loss}`` (0 while warming up or with nothing sampled).
         """
-        obs = {k: _flatten(batch.obs[k][1:]).to(self.device) for k in self.in_keys}  # (N, ...)
+        obs = flatten_obs({k: batch.obs[k][1:] for k in self.in_keys}, self.in_keys,
+                          self.device)  # (N, ...)
         for key, stats in self.obs_stats.items():
             stats.update(obs[key])
         warming_up = self.warming_up
         self.updates += 1
         if warming_up:
             return {"loss": 0.0}
-        valid = batch.mask.reshape(-1).to(self.device) > 0  # (N,)
+        valid = flatten_time_batch(batch.mask).to(self.device) > 0  # (N,)
         losses = []
         for _ in range(self.epochs):
             draw = torch.rand(valid.shape, generator=self.generator, device=self.device)
