@@ -31,8 +31,10 @@ __all__ = [
     "NatureCnnEncoder",
     "NetHackEncoder",
     "ObsSpec",
+    "build_embedding_net",
     "build_encoder",
     "make_actor_critic",
+    "mlp_layers",
     "obs_to_torch",
     "select_encoder_kind",
 ]
@@ -473,6 +475,60 @@ def build_encoder(obs_spec: ObsSpec, kind: str, hidden_size: int,
         raise ValueError(f"encoder {kind!r} takes no {unknown}; its encoder_kwargs are "
                          f"{accepted or 'none'}")
     return cls(obs_spec, hidden_size, **kwargs)
+
+
+def mlp_layers(in_size: int, hidden_size: int, out_size: int, *, hidden_layers: int = 1,
+               gain: float = 1.0) -> list[nn.Module]:
+    """``hidden_layers`` x (``Linear`` + ``ReLU``), then a ``Linear`` with orthogonal ``gain``.
+
+    The small heads of the exploration bonuses. A list, not a module, so that the caller's
+    ``nn.Sequential`` keeps flat parameter names (``0.weight``, ``2.weight``), as checkpoints
+    hold them.
+
+    Args:
+        in_size: Input width.
+        hidden_size: Width of the hidden layers.
+        out_size: Output width.
+        hidden_layers: Number of hidden layers (0: one linear layer).
+        gain: Orthogonal gain of the output layer (hidden layers: ``sqrt(2)``, for ReLU).
+    """
+    layers: list[nn.Module] = []
+    for _ in range(hidden_layers):
+        layers += [layer_init(nn.Linear(in_size, hidden_size)), nn.ReLU()]
+        in_size = hidden_size
+    return [*layers, layer_init(nn.Linear(in_size, out_size), gain=gain)]
+
+
+def build_embedding_net(obs_spec: ObsSpec, kind: str, hidden_size: int, embed_dim: int, *,
+                        hidden_layers: int = 0, layer_norm: bool = False,
+                        gain: float = 1.0) -> nn.Sequential:
+    """obs -> ``(N, embed_dim)``: an encoder, optional ReLU layers, then a linear projection.
+
+    Exploration bonuses embed observations with networks of their own (RND's target and
+    predictor, ICM / E3B / NGU features, BYOL encoders); one builder keeps their layout, and so
+    their parameter names in checkpoints, alike.
+
+    Args:
+        obs_spec: Observation spec.
+        kind: Encoder kind (``ENCODER_KINDS``, ``"auto"`` resolved by spec).
+        hidden_size: Encoder output width, and width of the hidden layers.
+        embed_dim: Output width.
+        hidden_layers: ``Linear + ReLU`` layers between encoder and projection (RND's
+            predictor: 1, so that it can fit the fixed target).
+        layer_norm: End with a LayerNorm without affine parameters (features of fixed scale).
+        gain: Orthogonal gain of the projection.
+
+    Returns:
+        An ``nn.Sequential`` with ``in_keys`` (the keys its encoder reads).
+    """
+    body = build_encoder(obs_spec, kind, hidden_size)
+    layers = [body, *mlp_layers(body.out_size, hidden_size, embed_dim,
+                                hidden_layers=hidden_layers, gain=gain)]
+    if layer_norm:
+        layers.append(nn.LayerNorm(embed_dim, elementwise_affine=False))
+    net = nn.Sequential(*layers)
+    net.in_keys = tuple(body.in_keys)
+    return net
 
 
 class ActorCritic(nn.Module):

@@ -26,21 +26,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from explorer.core.networks import ObsSpec, build_encoder, layer_init
+from explorer.core.networks import ObsSpec, build_embedding_net, mlp_layers
 from explorer.core.seeding import seeded_init
 from explorer.core.shapes import flatten_obs, flatten_time_batch, unflatten_time_batch
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
 
-__all__ = ["BYOLExploreBonus", "EmaStd", "byol_loss", "ema_update", "make_embedding"]
-
-
-def make_embedding(obs_spec: ObsSpec, encoder: str, hidden_size: int,
-                   embed_dim: int) -> nn.Sequential:
-    """obs -> ``(N, E)``: ``build_encoder`` then a linear layer; has ``in_keys``."""
-    body = build_encoder(obs_spec, encoder, hidden_size)
-    net = nn.Sequential(body, layer_init(nn.Linear(body.out_size, embed_dim), gain=1.0))
-    net.in_keys = tuple(body.in_keys)
-    return net
+__all__ = ["BYOLExploreBonus", "EmaStd", "byol_loss", "ema_update"]
 
 
 def byol_loss(prediction: Tensor, target: Tensor) -> Tensor:
@@ -98,9 +89,7 @@ class _WorldModel(nn.Module):
         self.num_actions = num_actions
         self.closed = nn.GRUCell(embed_dim + num_actions, core_size)
         self.open = nn.GRUCell(num_actions, core_size)
-        self.predictor = nn.Sequential(
-            layer_init(nn.Linear(core_size, core_size)), nn.ReLU(),
-            layer_init(nn.Linear(core_size, embed_dim), gain=1.0))
+        self.predictor = nn.Sequential(*mlp_layers(core_size, core_size, embed_dim))
 
     def forward(self, embeddings: Tensor, actions: Tensor, start: Tensor,
                 horizon: int) -> Tensor:
@@ -187,7 +176,7 @@ class BYOLExploreBonus:
         self.device = torch.device(device)
         self.horizon, self.target_decay, self.epochs = horizon, target_decay, epochs
         with seeded_init(seed):
-            self.online = make_embedding(obs_spec, encoder, hidden_size, embed_dim)
+            self.online = build_embedding_net(obs_spec, encoder, hidden_size, embed_dim)
             self.world_model = _WorldModel(num_actions, embed_dim, core_size)
         self.target = copy.deepcopy(self.online).requires_grad_(False)
         for module in (self.online, self.target, self.world_model):

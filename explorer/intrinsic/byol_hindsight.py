@@ -30,19 +30,18 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from explorer.core.networks import ObsSpec, layer_init
+from explorer.core.networks import ObsSpec, build_embedding_net, mlp_layers
 from explorer.core.seeding import seeded_generator, seeded_init
 from explorer.core.shapes import flatten_obs, flatten_time_batch, unflatten_time_batch
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
-from explorer.intrinsic.byol_explore import byol_loss, ema_update, make_embedding
+from explorer.intrinsic.byol_explore import byol_loss, ema_update
 
 __all__ = ["BYOLHindsightBonus"]
 
 
-def _mlp(in_size: int, hidden: int, out_size: int, gain: float = 1.0) -> nn.Sequential:
-    return nn.Sequential(layer_init(nn.Linear(in_size, hidden)), nn.ReLU(),
-                         layer_init(nn.Linear(hidden, hidden)), nn.ReLU(),
-                         layer_init(nn.Linear(hidden, out_size), gain=gain))
+def _mlp(in_size: int, hidden: int, out_size: int) -> nn.Sequential:
+    """``(N, in_size)`` -> ``(N, out_size)`` through two ReLU layers of width ``hidden``."""
+    return nn.Sequential(*mlp_layers(in_size, hidden, out_size, hidden_layers=2))
 
 
 class _Critic(nn.Module):
@@ -130,7 +129,7 @@ class BYOLHindsightBonus:
         self.target_decay, self.use_hindsight, self.epochs = target_decay, use_hindsight, epochs
         context = embed_dim + num_actions
         with seeded_init(seed):
-            self.online = make_embedding(obs_spec, encoder, hidden_size, embed_dim)
+            self.online = build_embedding_net(obs_spec, encoder, hidden_size, embed_dim)
             self.generator = _mlp(context + embed_dim, hidden_size, latent_dim)
             self.world_model = _mlp(context + latent_dim, hidden_size, embed_dim)
             self.critic = _Critic(context, latent_dim, hidden_size, critic_dim)

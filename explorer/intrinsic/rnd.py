@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from explorer.core.networks import ObsSpec, build_encoder, layer_init, select_encoder_kind
+from explorer.core.networks import ObsSpec, build_embedding_net, select_encoder_kind
 from explorer.core.running_stats import RunningMeanStd
 from explorer.core.seeding import seeded_generator, seeded_init
 from explorer.core.shapes import flatten_obs, flatten_time_batch, unflatten_time_batch
@@ -106,18 +106,13 @@ class RNDBonus:
         kind = select_encoder_kind(obs_spec) if encoder == "auto" else encoder
         self.input_scale = _INPUT_SCALE.get(kind, 1.0)
         with seeded_init(seed):
-            target_encoder = build_encoder(obs_spec, kind, hidden_size)
-            self.target = nn.Sequential(
-                target_encoder, layer_init(nn.Linear(hidden_size, embed_dim), gain=1.0))
-            self.predictor = nn.Sequential(
-                build_encoder(obs_spec, kind, hidden_size),
-                layer_init(nn.Linear(hidden_size, hidden_size)),
-                nn.ReLU(),
-                layer_init(nn.Linear(hidden_size, embed_dim), gain=1.0),
-            )
+            self.target = build_embedding_net(obs_spec, kind, hidden_size, embed_dim)
+            # one hidden layer more than the target, so that it can fit it
+            self.predictor = build_embedding_net(obs_spec, kind, hidden_size, embed_dim,
+                                                 hidden_layers=1)
         self.target.to(self.device).requires_grad_(False)
         self.predictor.to(self.device)
-        self.in_keys: tuple[str, ...] = tuple(target_encoder.in_keys)
+        self.in_keys: tuple[str, ...] = self.target.in_keys
         self.obs_stats = {k: RunningMeanStd(obs_spec[k][0], device=self.device)
                           for k in normalized_keys(obs_spec, self.in_keys)}
         self.optimizer = torch.optim.Adam(self.predictor.parameters(), lr=lr)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from explorer.core.networks import (
     ActorCritic,
@@ -15,6 +15,8 @@ from explorer.core.networks import (
     MlpEncoder,
     NatureCnnEncoder,
     ObsSpec,
+    build_embedding_net,
+    mlp_layers,
     obs_to_torch,
     select_encoder_kind,
 )
@@ -258,3 +260,29 @@ def test_obs_to_torch_copies_read_only() -> None:
     tensor = obs_to_torch({"obs": array, "rev": np.arange(4)[::-1]}, torch.device("cpu"))
     torch.testing.assert_close(tensor["obs"], torch.arange(6, dtype=torch.float32))
     assert tensor["rev"].tolist() == [3, 2, 1, 0]
+
+
+def test_mlp_layers_are_flat_and_orthogonal() -> None:
+    layers = mlp_layers(6, 8, 3, hidden_layers=2, gain=0.5)
+    assert [type(m) for m in layers] == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
+    head = nn.Sequential(*layers)
+    assert [n for n, _ in head.named_parameters()] == [
+        "0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
+    out = head[4].weight  # (3, 8): orthogonal rows of norm gain
+    torch.testing.assert_close(out @ out.T, 0.25 * torch.eye(3), atol=1e-5, rtol=0)
+    assert len(mlp_layers(6, 8, 3, hidden_layers=0)) == 1
+
+
+@pytest.mark.parametrize("hidden_layers", [0, 1])
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_embedding_net_layout(hidden_layers: int, layer_norm: bool) -> None:
+    net = build_embedding_net(MINIGRID, "auto", 32, 16, hidden_layers=hidden_layers,
+                              layer_norm=layer_norm)
+    assert isinstance(net[0], MiniGridEncoder) and net.in_keys == net[0].in_keys
+    assert len(net) == 2 + 2 * hidden_layers + int(layer_norm)
+    obs = {k: torch.zeros(T * B, *shape, dtype=torch.int64) for k, (shape, _) in MINIGRID.items()}
+    out = net(obs)
+    assert out.shape == (T * B, 16)
+    if layer_norm:  # unit-scale features: ||phi||^2 = E
+        torch.testing.assert_close(out.square().sum(-1), torch.full((T * B,), 16.0),
+                                   atol=0, rtol=1e-2)  # LayerNorm eps
