@@ -18,7 +18,7 @@ import torch
 import zmq
 
 from actors.envs import StepResult, make_vec_env
-from actors.rollout import RolloutRing, RolloutStorage
+from actors.rollout import RolloutRing, RolloutStorage, ring_sets
 from actors.texts import TextCapture, make_text_source
 from explorer.core.networks import make_actor_critic, obs_to_torch
 from explorer.core.specs import EnvSpec, pack_episode_stats, weights_schema
@@ -28,7 +28,6 @@ from explorer.core.wire import KIND_ROLLOUT, DropCounter, Message, WireError, de
 __all__ = ["Actor", "ActorArgs", "ActorStopped", "actor_main"]
 
 _POLL_MS = 100
-_RING_SETS = 3
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ class Actor:
         self.policy_version = -1
         self.weight_drops = DropCounter()
         self.ring = RolloutRing(args.env_spec, self.rollout_len, self.num_envs,
-                                self.model.core_size, _RING_SETS,
+                                self.model.core_size, ring_sets(cfg.wire.send_hwm),
                                 text_units=cfg.text.wire_units())
         self.texts = self._make_text_capture(cfg, ctx)
         self.label_updates = (TableSubscriber(ctx, cfg.text.updates_address)
@@ -168,9 +167,27 @@ class Actor:
         start = time.perf_counter()
         while not self.push.poll(_POLL_MS, zmq.POLLOUT):
             self._check_stop()
-        storage.tracker = self.push.send_multipart(encode(msg), copy=False, track=True)
+        storage.tracker = self._send_tracked(encode(msg))
         self.blocked_s += time.perf_counter() - start
         self.seq += 1
+
+    def _send_tracked(self, buffers: list[Any]) -> zmq.MessageTracker:
+        """Send zero-copy; the tracker is done once ZeroMQ released *every* frame.
+
+        ``send_multipart`` returns only the last frame's tracker, and a small last frame is
+        copied (its tracker is done at once) while the big arrays before it are still queued.
+        """
+        frames = [zmq.Frame(buf, track=True) for buf in buffers]  # small ones are copied
+        self.push.send_multipart(frames, copy=False)
+        return zmq.MessageTracker(*frames)
+
+    def _next_storage(self) -> RolloutStorage:
+        """The ring's next set; time spent waiting for ZeroMQ to release it counts as
+        blocked on send (it is the same back-pressure, one step later)."""
+        start = time.perf_counter()
+        storage = self.ring.next(self._check_stop)
+        self.blocked_s += time.perf_counter() - start
+        return storage
 
     # -- stepping --------------------------------------------------------------------------
     @torch.inference_mode()
@@ -200,7 +217,7 @@ class Actor:
         window_start, window_steps, window_blocked = time.perf_counter(), 0, 0.0
         while True:
             self._check_stop()
-            storage = self.ring.next()
+            storage = self._next_storage()
             storage.core_state[:] = core.numpy()
             finished_returns: list[float] = []
             finished_lengths: list[int] = []

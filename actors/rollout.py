@@ -6,12 +6,29 @@ ring hands out sets round-robin and waits on the previous send's tracker before 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import zmq
 
 from explorer.core.specs import EnvSpec
 
-__all__ = ["RolloutRing", "RolloutStorage"]
+__all__ = ["RolloutRing", "RolloutStorage", "ring_sets"]
+
+#: Longest single wait on a send tracker; ``on_wait`` runs between waits (heartbeat, stop).
+WAIT_SLICE_S = 0.1
+
+
+def ring_sets(send_hwm: int) -> int:
+    """Sets an actor's ring needs so that ZeroMQ's queue, not the ring, makes it wait.
+
+    Up to ``send_hwm`` sent messages wait in the socket's queue, one more is held by ZeroMQ's
+    I/O thread while it writes it out, and one set is being filled: ``send_hwm + 2``. With
+    fewer sets the actor would wait on a tracker before the queue is even full; more would
+    only cost memory (a set is a whole rollout). Waits remain possible (the I/O thread may
+    release a message a little after the queue frees its slot), so ``next`` waits in slices.
+    """
+    return send_hwm + 2
 
 
 class RolloutStorage:
@@ -50,7 +67,7 @@ class RolloutStorage:
 
 
 class RolloutRing:
-    """``num_sets`` storages used in turn; ``next()`` blocks until the oldest send is done."""
+    """``num_sets`` storages used in turn; ``next()`` waits until the oldest send is done."""
 
     def __init__(self, spec: EnvSpec, rollout_len: int, num_envs: int, core_size: int,
                  num_sets: int, text_units: int = 0) -> None:
@@ -58,10 +75,25 @@ class RolloutRing:
                       for _ in range(num_sets)]
         self._index = -1
 
-    def next(self) -> RolloutStorage:
+    def next(self, on_wait: Callable[[], None]) -> RolloutStorage:
+        """The next set, once ZeroMQ no longer reads it.
+
+        A stalled learner can hold a send forever, so the wait goes in slices of
+        ``WAIT_SLICE_S`` with ``on_wait()`` called after each: the actor heartbeats there and
+        raises to give up when told to stop.
+        """
         self._index = (self._index + 1) % len(self._sets)
         storage = self._sets[self._index]
         if storage.tracker is not None:
-            storage.tracker.wait()
+            _wait_in_slices(storage.tracker, on_wait)
             storage.tracker = None
         return storage
+
+
+def _wait_in_slices(tracker: zmq.MessageTracker, on_wait: Callable[[], None]) -> None:
+    while True:
+        try:
+            tracker.wait(WAIT_SLICE_S)
+            return
+        except zmq.NotDone:
+            on_wait()
