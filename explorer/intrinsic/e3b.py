@@ -20,94 +20,14 @@ import copy
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-from torch.nn import functional as F
+from torch import Tensor
 
-from explorer.core.networks import ObsSpec, build_encoder, layer_init
+from explorer.core.networks import ObsSpec
 from explorer.core.seeding import seeded_init
-from explorer.core.shapes import flatten_obs, unflatten_time_batch
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
+from explorer.intrinsic.dynamics import InverseDynamicsEmbedding, train_inverse_dynamics
 
-__all__ = ["E3BBonus", "InverseDynamicsEmbedding", "sherman_morrison", "train_inverse_dynamics"]
-
-
-class InverseDynamicsEmbedding(nn.Module):
-    """Observation embedding trained by predicting the action between two observations.
-
-    Attributes:
-        embed: obs -> ``(N, E)``: encoder then a linear layer.
-        inverse: ``(N, 2E)`` -> ``(N, A)`` action logits.
-        in_keys: Observation keys the encoder reads.
-    """
-
-    def __init__(self, obs_spec: ObsSpec, num_actions: int, embed_dim: int, encoder: str,
-                 hidden_size: int) -> None:
-        """Builds the networks (caller seeds the init).
-
-        Args:
-            obs_spec: Observation spec.
-            num_actions: A.
-            embed_dim: E.
-            encoder: Encoder kind for ``explorer.core.networks.build_encoder``.
-            hidden_size: Encoder output and inverse-model hidden width.
-        """
-        super().__init__()
-        body = build_encoder(obs_spec, encoder, hidden_size)
-        self.in_keys: tuple[str, ...] = tuple(body.in_keys)
-        self.embed = nn.Sequential(body, layer_init(nn.Linear(body.out_size, embed_dim), 1.0))
-        self.inverse = nn.Sequential(
-            layer_init(nn.Linear(2 * embed_dim, hidden_size)),
-            nn.ReLU(),
-            layer_init(nn.Linear(hidden_size, num_actions), gain=0.01),
-        )
-
-    def embed_steps(self, obs: dict[str, Tensor]) -> Tensor:
-        """Embeds time-major observations.
-
-        Args:
-            obs: Key -> ``(T', B, *shape)``.
-
-        Returns:
-            ``(T', B, E)`` embeddings on the module's device.
-        """
-        lead = obs[self.in_keys[0]].shape[:2]
-        device = next(self.parameters()).device
-        return unflatten_time_batch(self.embed(flatten_obs(obs, self.in_keys, device)), *lead)
-
-    def loss(self, batch: TransitionBatch) -> tuple[Tensor, float]:
-        """Inverse-dynamics cross entropy over the valid transitions of ``batch``.
-
-        Args:
-            batch: Transitions (``obs`` (T+1, B, ...), ``actions`` / ``mask`` (T, B)).
-
-        Returns:
-            Scalar loss (0 with no valid transition) and the action accuracy.
-        """
-        phi = self.embed_steps(batch.obs)  # (T+1, B, E)
-        device = phi.device
-        valid = batch.mask.to(device) > 0  # (T, B)
-        logits = self.inverse(torch.cat([phi[:-1], phi[1:]], dim=-1))[valid]  # (N, A)
-        actions = batch.actions.to(device)[valid]  # (N,)
-        if actions.numel() == 0:
-            return phi.sum() * 0.0, 0.0
-        accuracy = float((logits.argmax(dim=-1) == actions).float().mean())
-        return F.cross_entropy(logits, actions), accuracy
-
-
-def train_inverse_dynamics(model: InverseDynamicsEmbedding, optimizer: torch.optim.Optimizer,
-                           batch: TransitionBatch, epochs: int) -> dict[str, float]:
-    """``epochs`` gradient steps of the inverse-dynamics loss on ``batch``.
-
-    Returns:
-        ``{"loss", "inverse_accuracy"}`` of the last step (measured before it).
-    """
-    loss, accuracy = torch.zeros(()), 0.0
-    for _ in range(epochs):
-        loss, accuracy = model.loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return {"loss": float(loss.detach()), "inverse_accuracy": accuracy}
+__all__ = ["E3BBonus", "sherman_morrison"]
 
 
 def sherman_morrison(cov_inv: Tensor, x: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:

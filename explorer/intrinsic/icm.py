@@ -19,10 +19,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from explorer.core.networks import ObsSpec, build_encoder, layer_init
+from explorer.core.networks import ObsSpec, mlp_layers
 from explorer.core.seeding import seeded_init
-from explorer.core.shapes import flatten_obs, unflatten_time_batch
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
+from explorer.intrinsic.dynamics import InverseDynamicsEmbedding
 
 __all__ = ["ICMBonus"]
 
@@ -32,8 +32,9 @@ class ICMBonus:
     """ICM forward-model surprise; non-episodic.
 
     Attributes:
-        features: phi, obs -> ``(N, E)``.
-        inverse_model: ``(N, 2E)`` -> ``(N, A)`` action logits.
+        model: phi and the inverse model (``dynamics.InverseDynamicsEmbedding``).
+        features: phi, obs -> ``(N, E)`` (``model.embed``).
+        inverse_model: ``(N, 2E)`` -> ``(N, A)`` action logits (``model.inverse``).
         forward_model: ``(N, E + A)`` -> ``(N, E)`` predicted next features.
     """
 
@@ -81,32 +82,17 @@ class ICMBonus:
         self.eta = eta
         self.epochs = epochs
         with seeded_init(seed):
-            obs_encoder = build_encoder(obs_spec, encoder, hidden_size)
-            self.features = nn.Sequential(
-                obs_encoder, layer_init(nn.Linear(hidden_size, embed_dim), gain=1.0))
-            if feature_norm:
-                self.features.append(nn.LayerNorm(embed_dim, elementwise_affine=False))
-            self.inverse_model = nn.Sequential(
-                layer_init(nn.Linear(2 * embed_dim, hidden_size)),
-                nn.ReLU(),
-                layer_init(nn.Linear(hidden_size, num_actions), gain=0.01),
-            )
+            self.model = InverseDynamicsEmbedding(obs_spec, num_actions, embed_dim, encoder,
+                                                  hidden_size, layer_norm=feature_norm)
             self.forward_model = nn.Sequential(
-                layer_init(nn.Linear(embed_dim + num_actions, hidden_size)),
-                nn.ReLU(),
-                layer_init(nn.Linear(hidden_size, embed_dim), gain=1.0),
-            )
-        self.in_keys: tuple[str, ...] = tuple(obs_encoder.in_keys)
+                *mlp_layers(embed_dim + num_actions, hidden_size, embed_dim))
+        self.features, self.inverse_model = self.model.embed, self.model.inverse
+        self.in_keys: tuple[str, ...] = self.model.in_keys
+        # the names checkpoints hold
         self.networks = nn.ModuleDict({"features": self.features,
                                        "inverse_model": self.inverse_model,
                                        "forward_model": self.forward_model}).to(self.device)
         self.optimizer = torch.optim.Adam(self.networks.parameters(), lr=lr)
-
-    def _embed(self, obs: dict[str, Tensor]) -> Tensor:
-        """Raw ``(T+1, B, *shape)`` observations -> ``(T+1, B, E)`` features."""
-        lead = obs[self.in_keys[0]].shape[:2]
-        return unflatten_time_batch(self.features(flatten_obs(obs, self.in_keys, self.device)),
-                                    *lead)
 
     def _forward_error(self, phi: Tensor, actions: Tensor, phi_next: Tensor) -> Tensor:
         """``1/2 ||f(phi, a) - phi_next||^2`` per transition: ``(..., E)`` -> ``(...)``."""
@@ -127,7 +113,7 @@ class ICMBonus:
         valid = mask > 0
         actions = torch.where(valid, batch.actions, torch.zeros_like(batch.actions))
         with torch.no_grad():
-            phi = self._embed(batch.obs)  # (T+1, B, E)
+            phi = self.model.embed_steps(batch.obs)  # (T+1, B, E)
             bonus = self.eta * self._forward_error(phi[:-1], actions, phi[1:])
         bonus = bonus.to(mask.device)
         return torch.where(valid, bonus, torch.zeros_like(bonus))
@@ -149,19 +135,17 @@ class ICMBonus:
             return metrics
         actions = batch.actions.to(self.device)[valid].long()  # (N,)
         for _ in range(self.epochs):
-            phi = self._embed(batch.obs)  # (T+1, B, E)
+            phi = self.model.embed_steps(batch.obs)  # (T+1, B, E)
             phi_now, phi_next = phi[:-1][valid], phi[1:][valid]  # (N, E) each
-            logits = self.inverse_model(torch.cat([phi_now, phi_next], dim=-1))  # (N, A)
-            inverse_loss = F.cross_entropy(logits, actions)
+            inverse_loss, accuracy = self.inverse_model.loss(phi_now, phi_next, actions)
             forward_loss = self._forward_error(
                 phi_now.detach(), actions, phi_next.detach()).mean()
             loss = (1.0 - self.beta) * inverse_loss + self.beta * forward_loss
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            accuracy = (logits.argmax(dim=-1) == actions).float().mean()
             metrics = {"loss": loss.item(), "inverse_loss": inverse_loss.item(),
-                       "forward_loss": forward_loss.item(), "inverse_accuracy": accuracy.item()}
+                       "forward_loss": forward_loss.item(), "inverse_accuracy": accuracy}
         return metrics
 
     def state_dict(self) -> dict[str, Any]:

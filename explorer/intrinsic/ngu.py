@@ -1,7 +1,7 @@
 """Never Give Up's episodic novelty (Badia et al. 2020, arXiv:2002.06038), without the lifelong
 modulator.
 
-A controllable-state embedding ``f`` is trained by inverse dynamics (see ``e3b``). Each env id
+A controllable-state embedding ``f`` is trained by inverse dynamics (``dynamics``). Each env id
 keeps an episodic memory of the embeddings of its current episode (the first observation
 included). The bonus of a new observation ``x`` with k nearest stored neighbours at squared
 distances ``d_i^2`` is (Algorithm 1 of the paper)
@@ -29,7 +29,7 @@ from torch import Tensor
 from explorer.core.networks import ObsSpec
 from explorer.core.seeding import seeded_init
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
-from explorer.intrinsic.e3b import InverseDynamicsEmbedding, train_inverse_dynamics
+from explorer.intrinsic.dynamics import InverseDynamicsEmbedding, train_inverse_dynamics
 from explorer.memory import EmbeddingMemory
 
 __all__ = ["NGUBonus", "kernel_bonus"]
