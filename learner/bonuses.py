@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from explorer.core.running_stats import RunningMeanStd
 from explorer.core.specs import EnvSpec
 from explorer.intrinsic import IntrinsicReward, TransitionBatch, make_intrinsic
 
@@ -21,31 +22,20 @@ class ReturnNormalizer:
     """Divide rewards by the running std of their discounted return (Burda et al. 2018).
 
     The discounted return is filtered per env id across batches (``ret = gamma * ret + r``),
-    never reset, exactly as RND's non-episodic ``RewardForwardFilter``.
+    never reset, exactly as RND's non-episodic ``RewardForwardFilter``; its statistics are a
+    :class:`~explorer.core.running_stats.RunningMeanStd` over all returns so far.
     """
 
     def __init__(self, gamma: float, eps: float = 1e-8) -> None:
         self.gamma = gamma
         self.eps = eps
         self.filters: dict[int, float] = {}
-        self.count = 0.0
-        self.mean = 0.0
-        self.m2 = 0.0
-
-    def _observe(self, values: torch.Tensor) -> None:
-        n = float(values.numel())
-        if n == 0:
-            return
-        mean = float(values.mean())
-        m2 = float(((values - mean) ** 2).sum())
-        delta, total = mean - self.mean, self.count + n
-        self.mean += delta * n / total
-        self.m2 += m2 + delta * delta * self.count * n / total
-        self.count = total
+        self.returns = RunningMeanStd((), epsilon=0.0)
 
     @property
     def std(self) -> float:
-        return (self.m2 / self.count) ** 0.5 if self.count > 1 else 1.0
+        """Std of the returns seen so far; 1 until there are two."""
+        return float(self.returns.var.sqrt()) if self.returns.count > 1 else 1.0
 
     def __call__(self, rewards: torch.Tensor, mask: torch.Tensor,
                  env_ids: torch.Tensor, observe: bool = True) -> torch.Tensor:
@@ -63,16 +53,23 @@ class ReturnNormalizer:
             ret = self.gamma * ret + cpu_rewards[t]
             returns[t] = ret
         self.filters.update(zip(ids, ret.tolist(), strict=True))
-        self._observe(returns[mask.cpu().bool()])
+        self.returns.update(returns[mask.cpu().bool()])  # (N,)
         return rewards / (self.std + self.eps)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"filters": dict(self.filters), "count": self.count, "mean": self.mean,
-                "m2": self.m2}
+        """Filters and the return statistics as ``count``, ``mean``, ``m2`` (sum of squared
+        deviations): the checkpoint layout."""
+        count = self.returns.count
+        return {"filters": dict(self.filters), "count": count,
+                "mean": float(self.returns.mean), "m2": float(self.returns.var) * count}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.filters = dict(state["filters"])
-        self.count, self.mean, self.m2 = state["count"], state["mean"], state["m2"]
+        count = float(state["count"])
+        mean, var = float(state["mean"]), float(state["m2"]) / count if count else 1.0
+        self.returns.load_state_dict({"mean": torch.tensor(mean, dtype=torch.float64),
+                                      "var": torch.tensor(var, dtype=torch.float64),
+                                      "count": count})
 
 
 class BonusSet:

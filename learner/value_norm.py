@@ -3,13 +3,16 @@
 Returns in CartPole reach hundreds while advantages are normalised to unit scale; with a shared
 trunk and gradient clipping the value error would drown the policy gradient. Each value head
 predicts normalised values; this keeps per-head statistics (bias-corrected exponential moving
-averages) and writes them into the model's ``value_mean``/``value_std`` buffers (shape (V,)).
+averages, ``explorer.core.running_stats.EmaMeanStd``) and writes them into the model's
+``value_mean``/``value_std`` buffers (shape (V,)).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from explorer.core.running_stats import EmaMeanStd
 
 __all__ = ["ValueNormalizer"]
 
@@ -19,34 +22,23 @@ class ValueNormalizer:
 
     def __init__(self, model: nn.Module, beta: float = 0.99, eps: float = 1e-4) -> None:
         self.model = model
-        self.beta = beta
         self.eps = eps
-        heads = int(model.value_mean.numel())
-        self.first = [0.0] * heads
-        self.second = [0.0] * heads
-        self.weight = [0.0] * heads  # 1 - beta^n: the debiasing divisor
+        self.heads = [EmaMeanStd(beta) for _ in range(int(model.value_mean.numel()))]
 
     @torch.no_grad()
     def update(self, head: int, targets: torch.Tensor, mask: torch.Tensor) -> None:
         """Fold a batch of targets ``(T, B)`` of ``head`` (weights ``mask``) into the stats."""
-        count = float(mask.sum())
-        if count == 0:
-            return
-        mean = float((targets * mask).sum()) / count
-        sq = float((targets.square() * mask).sum()) / count
-        b = self.beta
-        self.first[head] = b * self.first[head] + (1 - b) * mean
-        self.second[head] = b * self.second[head] + (1 - b) * sq
-        self.weight[head] = b * self.weight[head] + (1 - b)
-        mu = self.first[head] / self.weight[head]
-        var = max(self.second[head] / self.weight[head] - mu * mu, 0.0)
-        self.model.value_mean[head] = mu
-        self.model.value_std[head] = max(var**0.5, self.eps)
+        stats = self.heads[head]
+        stats.update(targets, mask)
+        if stats.weight:
+            self.model.value_mean[head] = stats.mean
+            self.model.value_std[head] = max(stats.std, self.eps)
 
     def state_dict(self) -> dict[str, list[float]]:
-        return {"first": list(self.first), "second": list(self.second),
-                "weight": list(self.weight)}
+        """Per-head lists ``first``, ``second``, ``weight`` (the checkpoint layout)."""
+        states = [stats.state_dict() for stats in self.heads]
+        return {key: [s[key] for s in states] for key in ("first", "second", "weight")}
 
     def load_state_dict(self, state: dict[str, list[float]]) -> None:
-        self.first, self.second = list(state["first"]), list(state["second"])
-        self.weight = list(state["weight"])
+        for i, stats in enumerate(self.heads):
+            stats.load_state_dict({key: state[key][i] for key in ("first", "second", "weight")})

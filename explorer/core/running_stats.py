@@ -1,8 +1,14 @@
-"""Running mean and variance of tensors, merged batch by batch.
+"""Running statistics of streams of samples: every running mean / std of the project.
 
-Batches are merged with the parallel-variance formula of Chan et al. (1979), so the statistics
-equal those of all samples seen so far regardless of how they were split into batches. They are
-kept in float64; each batch is reduced in its own dtype first (cheap for large image batches).
+- :class:`RunningMeanStd`: exact mean and variance of all samples so far, per element. Batches
+  are merged with the parallel-variance formula of Chan et al. (1979), so the statistics do not
+  depend on how the samples were split into batches. Kept in float64; each batch is reduced in
+  its own dtype first (cheap for large image batches). RND's observation whitening, the return
+  normaliser of the bonuses.
+- :class:`EmaMeanStd`: bias-corrected exponential moving mean and variance of a scalar stream,
+  for scales that drift as the policy learns (value targets, BYOL-Explore's reward scale).
+- :class:`HorizonMean`: plain mean until ``horizon`` values, then an exponential average
+  (NGU's neighbour-distance scale).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["RunningMeanStd"]
+__all__ = ["EmaMeanStd", "HorizonMean", "RunningMeanStd"]
 
 
 class RunningMeanStd:
@@ -92,3 +98,100 @@ class RunningMeanStd:
         self.mean = state["mean"].to(device, torch.float64).clone()
         self.var = state["var"].to(device, torch.float64).clone()
         self.count = float(state["count"])
+
+
+class EmaMeanStd:
+    """Bias-corrected exponential moving mean and variance of a scalar stream.
+
+    An EMA follows a scale that drifts; dividing by ``weight = 1 - decay^n`` (as Adam does)
+    removes its pull towards the zero start, so one update gives exactly that batch's statistics.
+
+    Attributes:
+        first: EMA of the batch means (biased towards 0).
+        second: EMA of the batch mean squares (biased towards 0).
+        weight: ``1 - decay^n`` after n updates, the debiasing divisor (0: no update yet).
+    """
+
+    def __init__(self, decay: float) -> None:
+        """Starts empty: mean 0, variance 1 until the first update."""
+        self.decay = decay
+        self.first = self.second = self.weight = 0.0
+
+    @torch.no_grad()
+    def update(self, values: Tensor, weights: Tensor | None = None) -> None:
+        """One EMA step with the batch's (weighted) mean and mean square.
+
+        Args:
+            values: Samples, any shape.
+            weights: Same shape, >= 0 (e.g. a validity mask); ``None``: all 1. A batch of total
+                weight 0 (or no samples) is ignored.
+        """
+        values = values.double()
+        if weights is None:
+            if values.numel() == 0:
+                return
+            mean, square = float(values.mean()), float(values.square().mean())
+        else:
+            weights = weights.to(values.device, torch.float64)
+            total = float(weights.sum())
+            if total == 0:
+                return
+            mean = float((values * weights).sum()) / total
+            square = float((values.square() * weights).sum()) / total
+        keep = self.decay
+        self.first = keep * self.first + (1 - keep) * mean
+        self.second = keep * self.second + (1 - keep) * square
+        self.weight = keep * self.weight + (1 - keep)
+
+    @property
+    def mean(self) -> float:
+        """Debiased mean; 0 before any update."""
+        return self.first / self.weight if self.weight else 0.0
+
+    @property
+    def var(self) -> float:
+        """Debiased variance (clipped at 0); 1 before any update."""
+        if not self.weight:
+            return 1.0
+        mean = self.mean
+        return max(self.second / self.weight - mean * mean, 0.0)
+
+    @property
+    def std(self) -> float:
+        """``sqrt(var)``; 1 before any update."""
+        return self.var ** 0.5
+
+    def state_dict(self) -> dict[str, float]:
+        return {"first": self.first, "second": self.second, "weight": self.weight}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.first, self.second = float(state["first"]), float(state["second"])
+        self.weight = float(state["weight"])
+
+
+class HorizonMean:
+    """Mean of a scalar stream: of all values until ``horizon`` of them, then an exponential
+    average with weight ``1 / horizon``, so it is exact early on and follows a drift later.
+
+    Attributes:
+        mean: Current mean (0 before any value).
+        count: Values folded in, capped at ``horizon``.
+    """
+
+    def __init__(self, horizon: int) -> None:
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1; got {horizon}")
+        self.horizon = horizon
+        self.mean = 0.0
+        self.count = 0
+
+    def update(self, value: float) -> None:
+        """Folds in one value."""
+        self.count = min(self.count + 1, self.horizon)
+        self.mean += (value - self.mean) / self.count
+
+    def state_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.mean, self.count = float(state["mean"]), int(state["count"])

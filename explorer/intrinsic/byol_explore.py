@@ -27,11 +27,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from explorer.core.networks import ObsSpec, build_embedding_net, mlp_layers
+from explorer.core.running_stats import EmaMeanStd
 from explorer.core.seeding import seeded_init
 from explorer.core.shapes import flatten_obs, flatten_time_batch, unflatten_time_batch
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
 
-__all__ = ["BYOLExploreBonus", "EmaStd", "byol_loss", "ema_update"]
+__all__ = ["BYOLExploreBonus", "byol_loss", "ema_update"]
 
 
 def byol_loss(prediction: Tensor, target: Tensor) -> Tensor:
@@ -46,38 +47,13 @@ def ema_update(target: nn.Module, online: nn.Module, decay: float) -> None:
         t.lerp_(o, 1.0 - decay)
 
 
-class EmaStd:
-    """Bias-corrected exponential moving estimate of a reward's standard deviation."""
-
-    def __init__(self, decay: float) -> None:
-        self.decay = decay
-        self.mean = self.square = 0.0
-        self.steps = 0
-
-    def update(self, values: Tensor) -> None:
-        """Folds in a batch of rewards ``(N,)`` (ignored if empty)."""
-        if values.numel() == 0:
-            return
-        values = values.double()
-        self.mean = self.decay * self.mean + (1 - self.decay) * float(values.mean())
-        self.square = self.decay * self.square + (1 - self.decay) * float(values.square().mean())
-        self.steps += 1
-
-    @property
-    def std(self) -> float:
-        """Current estimate; 1 before any update."""
-        if self.steps == 0:
-            return 1.0
-        correction = 1.0 - self.decay ** self.steps
-        mean, square = self.mean / correction, self.square / correction
-        return max(square - mean * mean, 0.0) ** 0.5
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "square": self.square, "steps": self.steps}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.mean, self.square = float(state["mean"]), float(state["square"])
-        self.steps = int(state["steps"])
+def _reward_std_state(state: dict[str, Any], decay: float) -> dict[str, Any]:
+    """``reward_std`` state as :class:`EmaMeanStd` loads it; converts the layout that checkpoints
+    written before it (``mean``, ``square``, ``steps``) hold."""
+    if "steps" not in state:
+        return state
+    return {"first": state["mean"], "second": state["square"],
+            "weight": 1.0 - decay ** int(state["steps"])}
 
 
 class _WorldModel(nn.Module):
@@ -184,7 +160,7 @@ class BYOLExploreBonus:
         self.in_keys: tuple[str, ...] = self.online.in_keys
         params = [*self.online.parameters(), *self.world_model.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=lr)
-        self.reward_std = EmaStd(reward_decay)
+        self.reward_std = EmaMeanStd(reward_decay)
 
     def _losses(self, batch: TransitionBatch) -> tuple[Tensor, Tensor]:
         """BYOL losses of all predictions and where they are defined.
@@ -284,4 +260,5 @@ class BYOLExploreBonus:
         self.world_model.load_state_dict(state["world_model"])
         # deep copy: torch would otherwise share state tensors with the source optimiser
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
-        self.reward_std.load_state_dict(state["reward_std"])
+        self.reward_std.load_state_dict(
+            _reward_std_state(state["reward_std"], self.reward_std.decay))

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from explorer.core.networks import ObsSpec
+from explorer.core.running_stats import HorizonMean
 from explorer.core.seeding import seeded_init
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
 from explorer.intrinsic.dynamics import InverseDynamicsEmbedding, train_inverse_dynamics
@@ -139,7 +140,7 @@ class NGUBonus:
         model: Inverse-dynamics embedding ``f`` and its inverse model.
         memories: Env id -> that env's episodic memory: a ``(n, E)`` tensor while small, an
             ``EmbeddingMemory`` beyond ``faiss_threshold`` vectors.
-        dist_mean: ``d_m^2``, running mean squared distance to the k nearest neighbours.
+        distances: ``d_m^2``, running mean squared distance to the k nearest neighbours.
     """
 
     episodic = True
@@ -196,7 +197,6 @@ class NGUBonus:
         self.embed_dim, self.k, self.epochs = embed_dim, k, epochs
         self.kernel = {"epsilon": kernel_epsilon, "cluster_distance": cluster_distance,
                        "c": pseudo_count, "max_similarity": max_similarity}
-        self.dist_horizon = dist_horizon
         self.memory_capacity, self.faiss_threshold = memory_capacity, faiss_threshold
         self.memory_gpu = memory_gpu
         with seeded_init(seed):
@@ -205,8 +205,7 @@ class NGUBonus:
         self.model.to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
         self.memories: dict[int, Tensor | EmbeddingMemory] = {}
-        self.dist_mean = 0.0
-        self.dist_count = 0
+        self.distances = HorizonMean(dist_horizon)
 
     def embed(self, obs: dict[str, Tensor]) -> Tensor:
         """``f`` of time-major observations ``(T', B, *shape)`` -> ``(T', B, E)``, no grad."""
@@ -214,12 +213,11 @@ class NGUBonus:
             return self.model.embed_steps(obs)
 
     def _observe_distances(self, d2: Tensor) -> None:
-        """Folds one step's finite squared neighbour distances into ``dist_mean``."""
+        """Folds the mean of one step's finite squared neighbour distances into ``d_m^2``."""
         finite = d2[torch.isfinite(d2)]
         if finite.numel() == 0:
             return
-        self.dist_count = min(self.dist_count + 1, self.dist_horizon)
-        self.dist_mean += (float(finite.mean()) - self.dist_mean) / self.dist_count
+        self.distances.update(float(finite.mean()))
 
     def compute(self, batch: TransitionBatch) -> Tensor:
         """Episodic bonus of each ``obs[t+1]``; adds the observations to the memories.
@@ -248,7 +246,7 @@ class NGUBonus:
             if query.any():
                 d2 = memories.knn(phi[t + 1], query, self.k)  # (B, k)
                 self._observe_distances(d2[query])
-                value = kernel_bonus(d2, self.dist_mean, **self.kernel)  # (B,)
+                value = kernel_bonus(d2, self.distances.mean, **self.kernel)  # (B,)
                 bonus[t] = torch.where(query, value, torch.zeros_like(value))
             memories.reset(begins)
             memories.add(phi[t + 1], valid[t] | begins)
@@ -263,7 +261,7 @@ class NGUBonus:
             ``{"loss", "inverse_accuracy", "dist_mean"}``.
         """
         metrics = train_inverse_dynamics(self.model, self.optimizer, batch, self.epochs)
-        return {**metrics, "dist_mean": self.dist_mean}
+        return {**metrics, "dist_mean": self.distances.mean}
 
     def state_dict(self) -> dict[str, Any]:
         memories = {k: m.state_dict() if isinstance(m, EmbeddingMemory) else m.cpu().clone()
@@ -272,8 +270,8 @@ class NGUBonus:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "memories": memories,
-            "dist_mean": self.dist_mean,
-            "dist_count": self.dist_count,
+            "dist_mean": self.distances.mean,
+            "dist_count": self.distances.count,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -288,5 +286,5 @@ class NGUBonus:
                 self.memories[int(key)] = memory
             else:
                 self.memories[int(key)] = saved.to(self.device).clone()
-        self.dist_mean = float(state["dist_mean"])
-        self.dist_count = int(state["dist_count"])
+        self.distances.load_state_dict({"mean": state["dist_mean"],
+                                        "count": state["dist_count"]})

@@ -117,6 +117,24 @@ def test_return_normalizer_hand_case() -> None:
     assert norm.std == pytest.approx(float(np.std([1.0, 1.5, 1.75, 1.875])))
 
 
+
+def test_return_normalizer_resumes_from_its_state() -> None:
+    norm = ReturnNormalizer(gamma=0.9)
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.tensor([3, 4])
+    for _ in range(3):
+        norm(torch.rand(5, 2, generator=generator), torch.ones(5, 2), ids)
+    state = norm.state_dict()
+    assert set(state) == {"filters", "count", "mean", "m2"}  # the checkpoint layout
+    copy = ReturnNormalizer(gamma=0.9)
+    copy.load_state_dict(state)
+    assert copy.std == pytest.approx(norm.std, rel=1e-12)
+    rewards, mask = torch.rand(5, 2, generator=generator), torch.ones(5, 2)
+    torch.testing.assert_close(copy(rewards, mask, ids), norm(rewards, mask, ids))
+    after, expected = copy.state_dict(), norm.state_dict()
+    assert after.pop("filters") == expected.pop("filters")
+    assert after == pytest.approx(expected)
+
 def test_bonus_state_survives_a_checkpoint_round_trip() -> None:
     batch = _minigrid_batch()
     spec = "intrinsic=[{name: rnd, coef: 0.1}, {name: counts, coef: 0.2}]"

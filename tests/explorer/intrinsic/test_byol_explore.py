@@ -148,3 +148,17 @@ def test_state_dict_round_trip(batch_of) -> None:
     assert torch.equal(other.compute(batch), bonus.compute(batch))
     assert other.update(batch) == bonus.update(batch)
     assert torch.equal(other.compute(batch), bonus.compute(batch))
+
+
+def test_loads_the_reward_std_of_older_checkpoints(batch_of) -> None:
+    """Checkpoints before ``EmaMeanStd`` held ``mean``, ``square`` (biased EMAs) and ``steps``."""
+    batch = walk(batch_of, 0.0, seed=0)
+    bonus = BYOLExploreBonus(SPEC, 4, **SMALL)
+    for _ in range(3):
+        bonus.update(batch)
+    state = bonus.state_dict()
+    ema = state["reward_std"]
+    state["reward_std"] = {"mean": ema["first"], "square": ema["second"], "steps": 3}
+    other = BYOLExploreBonus(SPEC, 4, **SMALL)
+    other.load_state_dict(state)
+    assert other.reward_std.std == pytest.approx(bonus.reward_std.std, rel=1e-12)

@@ -1,14 +1,12 @@
-"""Tests for explorer.intrinsic.rnd and explorer.core.running_stats."""
+"""Tests for explorer.intrinsic.rnd."""
 
 from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 
-from explorer.core.running_stats import RunningMeanStd
 from explorer.intrinsic.base import IntrinsicReward
 from explorer.intrinsic.rnd import RNDBonus
 
@@ -19,36 +17,6 @@ SMALL = {"hidden_size": 64, "embed_dim": 32, "lr": 1e-3}
 
 def masked_mean(bonus: torch.Tensor, mask: torch.Tensor) -> float:
     return float((bonus * mask).sum() / mask.sum())
-
-
-# ---------------------------------------------------------------------------- running stats
-def test_running_stats_merge_equals_full_batch_statistics() -> None:
-    rng = np.random.default_rng(0)
-    data = rng.normal(3.0, 2.0, size=(1000, 2, 3))
-    stats = RunningMeanStd((2, 3), epsilon=0.0)
-    for chunk in np.array_split(data, [1, 7, 300, 301, 650]):  # includes a 1-sample chunk
-        stats.update(torch.from_numpy(chunk).float())
-    stats.update(torch.zeros(0, 2, 3))  # empty batch: no-op
-    assert stats.count == 1000
-    np.testing.assert_allclose(stats.mean.numpy(), data.mean(0), rtol=1e-5)
-    np.testing.assert_allclose(stats.var.numpy(), data.var(0), rtol=1e-4)
-
-
-def test_running_stats_prior_normalize_and_round_trip() -> None:
-    stats = RunningMeanStd((2,))
-    x = torch.tensor([[1.0, -20.0]])
-    torch.testing.assert_close(stats.normalize(x), x)  # untouched: mean 0, var 1
-    stats.update(torch.tensor([[10, 0], [12, 0], [14, 0]], dtype=torch.uint8))  # integer input
-    out = stats.normalize(torch.tensor([[12.0, 3.0], [100.0, 0.0]]), clip=5.0)
-    assert out.dtype == torch.float32
-    assert abs(out[0, 0].item()) < 1e-3  # the mean maps to 0
-    assert out[1, 0].item() == 5.0 and out[0, 1].item() == 5.0  # far values are clipped
-    with pytest.raises(ValueError):
-        stats.update(torch.zeros(4, 3))
-    copy = RunningMeanStd((2,))
-    copy.load_state_dict(stats.state_dict())
-    assert copy.count == stats.count
-    assert torch.equal(copy.mean, stats.mean) and torch.equal(copy.var, stats.var)
 
 
 # ---------------------------------------------------------------------------- RND
