@@ -44,9 +44,6 @@ class TransitionBatch(Protocol):
 class IntrinsicReward(Protocol):
     """An exploration bonus. ``compute`` before ``update`` on each batch."""
 
-    #: True if the bonus depends on the current episode (state reset at episode starts).
-    episodic: bool
-
     def compute(self, batch: TransitionBatch) -> torch.Tensor:
         """Bonus for each transition ``(obs[t], actions[t], obs[t+1])``: (T, B) float32."""
         ...

@@ -111,8 +111,6 @@ class BYOLExploreBonus:
         reward_std: EMA standard deviation of the raw bonus.
     """
 
-    episodic = False
-
     def __init__(
         self,
         obs_spec: ObsSpec,

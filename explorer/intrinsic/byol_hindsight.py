@@ -80,8 +80,6 @@ class BYOLHindsightBonus:
         critic_optimizer: Adam over the critic.
     """
 
-    episodic = False
-
     def __init__(
         self,
         obs_spec: ObsSpec,

@@ -168,7 +168,6 @@ class CountBonus:
         """
         del num_actions, seed, device
         self.beta = beta
-        self.episodic = episodic
         self.hash_keys = tuple(sorted(obs_spec) if hash_keys is None else hash_keys)
         self.counter = VisitCounter(episodic)
 

@@ -56,8 +56,6 @@ class E3BBonus:
         cov_inv: Env id -> ``(E, E)`` float64 ``C^{-1}`` of that env's current episode.
     """
 
-    episodic = True
-
     def __init__(
         self,
         obs_spec: ObsSpec,

@@ -38,8 +38,6 @@ class ICMBonus:
         forward_model: ``(N, E + A)`` -> ``(N, E)`` predicted next features.
     """
 
-    episodic = False
-
     def __init__(
         self,
         obs_spec: ObsSpec,

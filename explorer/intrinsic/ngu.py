@@ -143,8 +143,6 @@ class NGUBonus:
         distances: ``d_m^2``, running mean squared distance to the k nearest neighbours.
     """
 
-    episodic = True
-
     def __init__(
         self,
         obs_spec: ObsSpec,

@@ -38,8 +38,6 @@ class NovelDBonus:
         visits: Per-env, per-episode visit counts of hashed observations.
     """
 
-    episodic = True
-
     def __init__(
         self,
         obs_spec: ObsSpec,

@@ -60,8 +60,6 @@ class RNDBonus:
         updates: Number of ``update`` calls so far.
     """
 
-    episodic = False
-
     def __init__(
         self,
         obs_spec: ObsSpec,

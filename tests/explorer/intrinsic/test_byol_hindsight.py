@@ -59,7 +59,6 @@ def test_protocol_and_seeding(batch_of) -> None:
     bonus = make_intrinsic("byol_hindsight", obs_spec=SPEC, num_actions=4, seed=3, **SMALL)
     assert torch.equal(before, torch.get_rng_state())
     assert isinstance(bonus, BYOLHindsightBonus) and isinstance(bonus, IntrinsicReward)
-    assert bonus.episodic is False
     batch = walk(batch_of, 0.0, seed=0)
     out = bonus.compute(batch)
     assert out.shape == (16, 16) and out.dtype == torch.float32 and bool((out > 0).all())

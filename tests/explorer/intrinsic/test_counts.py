@@ -62,7 +62,6 @@ def test_hash_is_content_based_and_stable(minigrid) -> None:
 def test_exact_counts_across_batches(batch_of) -> None:
     bonus = make_intrinsic("counts", obs_spec=SPEC, num_actions=2, beta=2.0)
     assert isinstance(bonus, CountBonus) and isinstance(bonus, IntrinsicReward)
-    assert bonus.episodic is False
     first = batch(batch_of, 1, 2, 1, 1, 2)  # obs[0] of a new env is counted too
     torch.testing.assert_close(bonus.compute(first), expected(2.0, 1, 2, 3, 2))
     torch.testing.assert_close(bonus.compute(first), expected(2.0, 1, 2, 3, 2))  # pure
@@ -78,7 +77,6 @@ def test_exact_counts_across_batches(batch_of) -> None:
 
 def test_episodic_counts_reset_at_episode_starts(batch_of) -> None:
     bonus = CountBonus(SPEC, 2, episodic=True)
-    assert bonus.episodic is True
     # step 2 is an auto-reset step: obs[3] starts a new episode
     first = batch(batch_of, 1, 2, 1, 1, 2, 1, starts=(0, 3), invalid=(2,))
     out = bonus.compute(first)

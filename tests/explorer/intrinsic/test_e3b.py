@@ -55,7 +55,6 @@ def test_protocol_and_seeding(batch_of) -> None:
     bonus = make_intrinsic("e3b", obs_spec=SPEC, num_actions=4, seed=3, **SMALL)
     assert torch.equal(before, torch.get_rng_state())
     assert isinstance(bonus, E3BBonus) and isinstance(bonus, IntrinsicReward)
-    assert bonus.episodic is True
     batch = walk(batch_of, seed=0)
     out = bonus.compute(batch)
     assert out.shape == (16, 8) and out.dtype == torch.float32 and bool((out > 0).all())

@@ -44,7 +44,6 @@ def test_protocol_seeding_and_global_rng_untouched(batch_of) -> None:
     icm = make_intrinsic("icm", obs_spec=SPEC, num_actions=4, seed=5, **SMALL)
     assert torch.equal(before, torch.get_rng_state())
     assert isinstance(icm, ICMBonus) and isinstance(icm, IntrinsicReward)
-    assert icm.episodic is False
     batch = walk(batch_of, 0.0, seed=0)
     same = ICMBonus(SPEC, 4, seed=5, **SMALL)
     other = ICMBonus(SPEC, 4, seed=6, **SMALL)

@@ -50,7 +50,6 @@ def test_first_visit_gate_within_and_across_episodes(batch_of) -> None:
     noveld = make_intrinsic("noveld", obs_spec=SPEC, num_actions=2, alpha=0.0,
                             warmup_updates=0, **SMALL)
     assert isinstance(noveld, NovelDBonus) and isinstance(noveld, IntrinsicReward)
-    assert noveld.episodic is True
     # obs[0] (state 1) is visited at the episode start: returning to it is not rewarded
     assert rewarded(noveld.compute(batch(batch_of, 1, 2, 1, 3, 2))) == [True, False, True, False]
     # step 1 is an auto-reset step, obs[2] starts a new episode: state 2 is new again there
