@@ -52,10 +52,12 @@ class RewardTable:
         return np.where(found, self.rewards[pos], 0.0).astype(np.float32), found
 
     def state_dict(self) -> dict[str, Any]:
-        return {"ids": self.ids.copy(), "rewards": self.rewards.copy(), "version": self.version}
+        """Tensors, not arrays: checkpoints are loaded with ``weights_only``."""
+        return {"ids": torch.from_numpy(self.ids.copy()),
+                "rewards": torch.from_numpy(self.rewards.copy()), "version": self.version}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.replace(np.asarray(state["ids"]), np.asarray(state["rewards"]), state["version"])
+        self.replace(state["ids"].numpy(), state["rewards"].numpy(), state["version"])
 
 
 class OniTextReward:

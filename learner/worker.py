@@ -20,6 +20,7 @@ import torch
 import zmq
 
 from explorer.core.checkpoint import (
+    CheckpointError,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
@@ -37,6 +38,7 @@ __all__ = ["LearnerArgs", "LearnerWorker", "learner_main"]
 _POLL_MS = 20
 _REPUBLISH_S = 1.0
 _STATUS_S = 1.0
+_REPORT_TIMEOUT_S = 30.0
 _RETURN_WINDOW = 100
 
 
@@ -409,7 +411,12 @@ def learner_main(args: LearnerArgs) -> None:
     torch.manual_seed(args.cfg.seed)
     np.random.seed(args.cfg.seed % (1 << 32))
     ctx = zmq.Context()
-    worker = LearnerWorker(args, ctx)
+    try:
+        worker = LearnerWorker(args, ctx)
+    except CheckpointError as err:  # a bad --resume checkpoint is the user's to fix: no traceback
+        ctx.term()
+        args.status_queue.put(("bad_checkpoint", {"error": str(err)}), timeout=_REPORT_TIMEOUT_S)
+        raise SystemExit(1) from None
     try:
         worker.run()
     finally:

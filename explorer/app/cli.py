@@ -74,6 +74,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     console.print(f"watch it live: tensorboard --logdir {run_dir / 'tb'}")
     result = Supervisor(cfg, env_spec, run_dir, resume_path=ckpt, resume_generation=generation,
                         reporter=reporter).run()
+    if result.reason == "bad_checkpoint":
+        raise UsageError(result.last_status["error"])
     if result.reason == "labeler_failed":
         console.print(f"[red]labeler failed to start[/red]: {result.last_status.get('error')}")
         console.print("check llm_labeler.labeler / llm_labeler.backend in the config")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from actors.envs import make_vec_env
-from explorer.core.checkpoint import load_checkpoint
+from explorer.core.checkpoint import CheckpointError, load_checkpoint
 from explorer.core.networks import make_actor_critic, obs_to_torch
 from explorer.core.seeding import seeded_generator
 
@@ -79,7 +79,10 @@ def evaluate_policy(cfg: Any, checkpoint: Path | None, episodes: int, seed: int,
         model = make_actor_critic(cfg, env.spec)
         try:
             model.load_state_dict(load_checkpoint(checkpoint)["learner"]["model"])
-        except Exception as err:  # unreadable file, another model, no weights in it
+        except CheckpointError:  # unreadable or refused: its message already says so
+            env.close()
+            raise
+        except Exception as err:  # another model, no weights in it
             env.close()
             raise ValueError(f"checkpoint {checkpoint}: not a checkpoint of this run's model "
                              f"({type(err).__name__}: {str(err)[:200]})") from err

@@ -57,8 +57,9 @@ class _LabelerStartError(RuntimeError):
 
 @dataclass
 class RunResult:
-    """How a run ended: ``done``, ``stopped`` (Ctrl-C), ``learner_failed`` or
-    ``labeler_failed`` (the labeler could not start)."""
+    """How a run ended: ``done``, ``stopped`` (Ctrl-C), ``learner_failed``,
+    ``labeler_failed`` (the labeler could not start) or ``bad_checkpoint`` (the checkpoint to
+    resume from was unreadable or refused; ``last_status["error"]`` says which and why)."""
 
     reason: str
     run_dir: Path
@@ -69,6 +70,8 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
+        if self.reason == "bad_checkpoint":  # bad input, as the CLI's other usage errors
+            return 2
         return 1 if self.reason in ("learner_failed", "labeler_failed") else 0
 
 
@@ -242,11 +245,13 @@ class Supervisor:
         _start_ignoring_sigint(self.learner)
         self._event(f"started learner (pid {self.learner.pid})")
 
-    def _wait_ready(self) -> bool:
-        report = self._await_report(self.learner, {"ready"})
-        if report is not None:
+    def _wait_ready(self) -> tuple[str, dict] | None:
+        """The learner's ``ready`` (its addresses) or ``bad_checkpoint`` report; None if it
+        died or hung before either."""
+        report = self._await_report(self.learner, {"ready", "bad_checkpoint"})
+        if report is not None and report[0] == "ready":
             self.addresses = report[1]
-        return report is not None
+        return report
 
     def _start_actor(self, slot: _ActorSlot) -> None:
         env_seed, torch_seed = self._seeds(slot.actor_id, slot.incarnation)
@@ -383,8 +388,12 @@ class Supervisor:
                     return RunResult(reason="labeler_failed", run_dir=self.run_dir,
                                      checkpoint=None, last_status={"error": str(err)})
             self._start_learner()
-            if not self._wait_ready():
+            ready = self._wait_ready()
+            if ready is None:
                 return self._learner_failed()
+            if ready[0] == "bad_checkpoint":
+                return RunResult(reason="bad_checkpoint", run_dir=self.run_dir,
+                                 checkpoint=self.resume_path, last_status=ready[1])
             for slot in self.actors:
                 self._start_actor(slot)
             self._event(f"started {len(self.actors)} actors "

@@ -1,36 +1,93 @@
-"""Atomic checkpoints: write to a temp file, fsync, rename; keep the newest few."""
+"""Atomic checkpoints: write to a temp file, fsync, rename; keep the newest few.
+
+A checkpoint holds tensors and plain values only (dicts, lists, tuples, str, bytes, int, float,
+bool, None) and is read with ``torch.load(weights_only=True)``: run dirs and checkpoints get
+shared, and unpickling anything else could run code (``--resume``, ``explorer eval``).
+``save_checkpoint`` refuses state that could not be read back that way, naming where it is.
+"""
 
 from __future__ import annotations
 
+import collections
 import os
+import pickle
 import random
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["capture_rng_state", "checkpoint_env_steps", "latest_checkpoint", "load_checkpoint",
-           "restore_rng_state", "save_checkpoint"]
+__all__ = ["CheckpointError", "capture_rng_state", "checkpoint_env_steps", "latest_checkpoint",
+           "load_checkpoint", "restore_rng_state", "save_checkpoint"]
 
 _NAME = re.compile(r"^ckpt_(\d{12})\.pt$")
+_PLAIN = frozenset({str, bytes, int, float, bool, type(None), torch.Size})
+_GLOBAL = re.compile(r"GLOBAL (\S+)")
+_MAX_DETAIL = 160
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be loaded (safely); the message is one line naming it."""
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch RNG states of this process."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state()}
+    """Python, NumPy and torch (CPU, and CUDA once in use) RNG states of this process, as
+    tensors and plain values."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": [version, list(internal), gauss],
+        "numpy": {"bit_generator": str(name), "keys": torch.from_numpy(keys.astype(np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_initialized():  # never start CUDA just to read its state
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    """Undo ``capture_rng_state``; CUDA states only where the same number of GPUs is seen."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy = state["numpy"]
+    np.random.set_state((numpy["bit_generator"], numpy["keys"].numpy().astype(np.uint32),
+                         numpy["pos"], numpy["has_gauss"], numpy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def _check_loadable(value: Any, where: str = "") -> None:
+    """Raise TypeError at the first value ``weights_only`` loading would refuse.
+
+    Failing here, when the state is saved, beats a run whose checkpoints cannot be resumed.
+    """
+    kind = type(value)
+    if kind in (dict, collections.OrderedDict):
+        for key, item in value.items():
+            _check_loadable(key, f"{where} (a key)")
+            _check_loadable(item, f"{where}[{key!r}]")
+    elif kind in (list, tuple):
+        for i, item in enumerate(value):
+            _check_loadable(item, f"{where}[{i}]")
+    elif kind not in _PLAIN and not isinstance(value, torch.Tensor):
+        raise TypeError(f"checkpoint state{where} is a {kind.__module__}.{kind.__qualname__}: "
+                        "store tensors and plain values (checkpoints load with weights_only)")
 
 
 def save_checkpoint(directory: Path, env_steps: int, state: dict[str, Any], keep: int = 3) -> Path:
-    """Write ``state`` as ``ckpt_<env_steps>.pt`` atomically and prune all but ``keep`` newest."""
+    """Write ``state`` as ``ckpt_<env_steps>.pt`` atomically and prune all but ``keep`` newest.
+
+    Raises:
+        TypeError: ``state`` holds something other than tensors and plain values.
+    """
+    _check_loadable(state)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"ckpt_{env_steps:012d}.pt"
     tmp = path.with_suffix(".tmp")
@@ -60,6 +117,43 @@ def checkpoint_env_steps(path: Path) -> int:
     return int(match.group(1))
 
 
+def _one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= _MAX_DETAIL else line[:_MAX_DETAIL - 3] + "..."
+
+
+def _refusal(path: Path, err: pickle.UnpicklingError) -> str:
+    """One line for a file the weights-only unpickler refused, naming what it asked for."""
+    found = _GLOBAL.search(str(err))
+    if found is None:  # not a pickle, or one using opcodes torch never writes
+        detail = str(err).split("error:", 1)[-1].split("Check the documentation")[0]
+        return (f"{path}: not a readable checkpoint (refused by the weights-only unpickler: "
+                f"{_one_line(detail)})")
+    name = found.group(1).rstrip(".,")
+    hint = (" (checkpoints written before weights-only loading held NumPy RNG state; they "
+            "cannot be loaded safely)" if name.startswith("numpy") else "")
+    return (f"{path}: refused to load: it asks for {name}, which is not a tensor or plain "
+            f"value, and unpickling it could run code{hint}")
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    # weights_only=False: our own file holds RNG states (tuples, numpy arrays).
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """Load a checkpoint written by ``save_checkpoint``, never unpickling arbitrary objects.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, not a checkpoint, or asks for an
+            object other than tensors and plain values (it is refused, nothing of it runs).
+    """
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise, not news
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(_refusal(path, err)) from None
+    except (OSError, EOFError, RuntimeError, ValueError) as err:
+        detail = _one_line(str(err)) or "empty file"
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: "
+                              f"{detail})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a checkpoint (it holds a {type(state).__name__}, "
+                              "not a dict of state)")
+    return state

@@ -295,8 +295,9 @@ class EmbeddingMemory:
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
     def state_dict(self) -> dict[str, Any]:
-        """Config, serialised CPU index (``uint8`` array) and id counter."""
-        return {"config": self._config(), "index": faiss.serialize_index(self._cpu),
+        """Config, serialised CPU index and id counter; plain values only (``bytes``, not an
+        array), so checkpoints holding a memory load with ``torch.load(weights_only=True)``."""
+        return {"config": self._config(), "index": faiss.serialize_index(self._cpu).tobytes(),
                 "ivf_trained": self._ivf_trained, "next_id": self._next_id}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -306,7 +307,7 @@ class EmbeddingMemory:
             if config[key] != getattr(self, key):
                 raise ValueError(f"saved memory has {key}={config[key]!r}, this one "
                                  f"{getattr(self, key)!r}")
-        index = faiss.deserialize_index(np.asarray(state["index"], dtype=np.uint8))
+        index = faiss.deserialize_index(np.frombuffer(state["index"], dtype=np.uint8).copy())
         self.nlist, self.nprobe = int(config["nlist"]), int(config["nprobe"])
         self.ivf_train_size = int(config["ivf_train_size"])
         self._cpu = index
@@ -320,7 +321,8 @@ class EmbeddingMemory:
         """Writes the memory to one ``.npz`` file at ``path`` (exactly that name)."""
         state = self.state_dict()
         buffer = io.BytesIO()
-        np.savez(buffer, index=state["index"], config=np.array(json.dumps(state["config"])),
+        np.savez(buffer, index=np.frombuffer(state["index"], dtype=np.uint8),
+                 config=np.array(json.dumps(state["config"])),
                  ivf_trained=np.array(state["ivf_trained"]), next_id=np.array(state["next_id"]))
         with open(path, "wb") as file:
             file.write(buffer.getvalue())

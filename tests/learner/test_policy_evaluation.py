@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hostile_checkpoint import write_hostile_checkpoint
 
 from actors.envs import probe_env_spec
 from explorer.app.evaluate import evaluate_policy
@@ -92,7 +93,7 @@ def test_eval_command_compares_with_random(tmp_path: Path) -> None:
     (("{run}", "--checkpoint", "{tmp}/missing.pt"), "no checkpoint"),
     (("{run}", "--episodes", "0"), "--episodes must be >= 1"),
     (("{run}", "learner.lrr=1"), "unknown key 'learner.lrr'"),
-    (("{run}", "--checkpoint", "{tmp}/garbage.pt"), "not a checkpoint of this run's model"),
+    (("{run}", "--checkpoint", "{tmp}/garbage.pt"), "garbage.pt: not a readable checkpoint"),
     (("{run}", "learner.model.hidden_size=32"), "not a checkpoint of this run's model"),
 ])
 def test_eval_command_errors(tmp_path: Path, args: tuple[str, ...], expected: str) -> None:
@@ -100,3 +101,17 @@ def test_eval_command_errors(tmp_path: Path, args: tuple[str, ...], expected: st
     (tmp_path / "garbage.pt").write_bytes(b"not a torch file")
     out = _eval_cli(*(a.format(tmp=tmp_path, run=run_dir) for a in args))
     assert out.returncode == 2 and expected in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("fmt", ["torch", "pickle"])
+def test_eval_refuses_a_hostile_checkpoint(tmp_path: Path, fmt: str) -> None:
+    """A run dir from elsewhere whose newest checkpoint would run code when unpickled."""
+    _, run_dir, _ = always_left_run(tmp_path / "runs")
+    marker = tmp_path / "pwned"
+    hostile = write_hostile_checkpoint(run_dir / "checkpoints" / "ckpt_000000002000.pt",
+                                       marker, fmt)
+    out = _eval_cli(str(run_dir), "--episodes", "2")
+    assert not marker.exists(), "explorer eval ran the checkpoint's payload"
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"error: {hostile}: "), lines[0]
