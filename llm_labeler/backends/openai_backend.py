@@ -18,8 +18,9 @@ Structured output (``structured_output``, default ``auto``): requests carry a
 ``response_format`` asking for a JSON object that follows
 :func:`~llm_labeler.backends.openai_prompt.answers_schema` (``{"1": "yes", "2": "no"}``), first
 as OpenAI's ``json_schema``, then as llama-cpp-python's ``json_object`` with a ``schema``. A
-server that refuses one (HTTP 400/422 naming ``response_format``) or answers something else is
-asked the next way, and finally with the plain prompt read by the tolerant parser; the labeler
+server that refuses one (an HTTP 4xx, or the 500 llama-cpp-python's server answers, whose
+message names ``response_format``) or answers something else is asked the next way, and
+finally with the plain prompt read by the tolerant parser; the labeler
 remembers the step for good (``stats()["structured_output"]``) and counts each request that
 had to fall back (``stats()["structured_fallbacks"]``), logging each step once.
 
@@ -471,10 +472,11 @@ class OpenAILabeler:
                 self._error(err.kind, err.sample)
                 return err.kind
             except _RequestError as err:
-                if err.kind == "config":  # the server is up, it refuses this request
+                refused = (dialect is not None and err.kind in ("config", "http_5xx")
+                           and _names_response_format(err.detail))
+                if refused or err.kind == "config":  # the server is up, refuses this request
                     self.breaker.record_success()
-                    if dialect is not None and _names_response_format(err.detail) and \
-                            self._fall_back(dialect, f"HTTP {err.status}: {err.detail}"):
+                    if refused and self._fall_back(dialect, f"HTTP {err.status}: {err.detail}"):
                         self.config_gate.record_other()
                         continue  # ask again without it: not an attempt, not a failure
                     self._config_error(err)
@@ -600,7 +602,7 @@ class OpenAILabeler:
         if 400 <= status < 500:
             raise _RequestError("config", _server_message(bytes(raw)), status=status)
         if status >= 500:
-            raise _RequestError("http_5xx", f"HTTP {status}", status=status)
+            raise _RequestError("http_5xx", _server_message(bytes(raw)), status=status)
         if not 200 <= status < 300:
             raise _RequestError("connection", f"unexpected HTTP {status}")
         with self._lock:

@@ -6,9 +6,11 @@ answers with a fixed rule: ``yes`` when a message contains ``"kill"`` or ``" - "
 ``no``. Messages are read from the user prompt's numbered lines (``"N. text"``).
 
 Structured output (``response_format``) is honoured like OpenAI's API does (a JSON object
-with one ``"N": "yes"|"no"`` per message), ignored, or refused with HTTP 400, as
-``structured`` says. ``keep_alive=True`` serves HTTP/1.1 persistent connections, which clients
-then reuse across requests (as real servers do).
+with one ``"N": "yes"|"no"`` per message), ignored, refused with HTTP 400 (``reject``) or,
+like llama-cpp-python's server, refused as ``json_schema`` with an HTTP 500 naming it and
+honoured as ``json_object`` with a ``schema`` (``llama_cpp``), as ``structured`` says.
+``keep_alive=True`` serves HTTP/1.1 persistent connections, which clients then reuse across
+requests (as real servers do).
 
 Example::
 
@@ -35,7 +37,7 @@ BEHAVIOURS = ("ok", "json", "garbage", "empty", "refusal", "wrong_count", "malfo
               "slow")
 
 #: How the server treats a request's ``response_format``.
-STRUCTURED = ("honour", "ignore", "reject")
+STRUCTURED = ("honour", "ignore", "reject", "llama_cpp")
 
 _MESSAGE_LINE = re.compile(r"^(\d+)\. (.*)$", re.MULTILINE)
 _PAIR = re.compile(r"^A: (.*) \| B: (.*)$")
@@ -81,11 +83,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, behaviour: str, body: dict[str, Any]) -> None:
         fake = self.server.fake
-        structured = body.get("response_format") is not None
+        fmt = body.get("response_format")
+        structured = fmt is not None
         if structured and fake.structured == "reject":
             self._send(400, {"error": {
                 "message": "Unrecognized request argument supplied: response_format",
                 "type": "invalid_request_error", "param": "response_format", "code": None}})
+            return
+        if structured and fake.structured == "llama_cpp" and fmt.get("type") != "json_object":
+            self._send(500, {"error": {  # what llama-cpp-python 0.3 answers
+                "message": "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', "
+                           "'response_format', 'type'), 'msg': \"Input should be 'text' or "
+                           "'json_object'\"}", "type": "internal_server_error"}})
             return
         user = next((m["content"] for m in body.get("messages", []) if m["role"] == "user"), "")
         messages = [m.group(2) for m in _MESSAGE_LINE.finditer(user)]
@@ -96,7 +105,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif behaviour == "slow":
             time.sleep(fake.slow_s)
         content: str | None
-        if behaviour in ("ok", "hang", "slow") and structured and fake.structured == "honour":
+        if behaviour in ("ok", "hang", "slow") and structured and fake.structured in (
+                "honour", "llama_cpp"):
             content = json.dumps({str(i): a for i, a in enumerate(answers, start=1)})
         elif behaviour in ("ok", "hang", "slow"):
             content = "\n".join(f"{i}: {a}" for i, a in enumerate(answers, start=1))

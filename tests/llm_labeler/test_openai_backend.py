@@ -212,6 +212,20 @@ def test_server_refusing_structured_output_falls_back_for_good(
     assert len(steps) == 2                               # one line per step, not per batch
 
 
+def test_llama_cpp_python_server_gets_its_own_structured_dialect(make) -> None:
+    # llama-cpp-python's server refuses json_schema with an HTTP 500 naming response_format
+    # and takes json_object with a schema: a refusal, not an outage, and no retry of the 500
+    with FakeOpenAIServer(structured="llama_cpp") as server:
+        labeler = make(base_url=server.url, breaker_failures=1, max_retries=3)
+        for _ in range(2):
+            assert [lab.label for lab in labeler.label(TEXTS)] == EXPECTED
+    assert [_asked_for(b) for b in server.bodies] == ["json_schema", "json_object",
+                                                      "json_object"]
+    stats = labeler.stats()
+    assert stats["structured_output"] == "json_object" and stats["structured_replies"] == 2
+    assert stats["errors"] == {} and stats["retries"] == 0 and labeler.breaker.state == "closed"
+
+
 def test_server_ignoring_structured_output_is_read_by_the_tolerant_parser(make) -> None:
     with FakeOpenAIServer(structured="ignore") as server:
         labeler = make(base_url=server.url)
