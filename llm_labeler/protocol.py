@@ -9,11 +9,12 @@ synchronous interface, so callers such as ``evaluate`` need only one code path.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import inspect
-from collections.abc import Sequence
+import threading
+import weakref
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 __all__ = ["AsyncLabeler", "Label", "Labeler", "LabelerError", "as_sync"]
 
@@ -95,22 +96,119 @@ class AsyncLabeler(Protocol):
         ...
 
 
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """One asyncio event loop, running in a daemon thread until :meth:`stop`.
+
+    An async labeler keeps loop-bound state between batches (an ``httpx.AsyncClient``'s pooled
+    connections, locks, queues), so all its batches must run on the same loop; running that
+    loop in its own thread also serves callers that are inside a running loop themselves.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:  # what asyncio.run does at the end: cancel leftovers, close generators
+            tasks = asyncio.all_tasks(self.loop)
+            for task in tasks:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+            self.loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and wait for its result (from any other thread)."""
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("as_sync: a labeler's label() called from its own alabel() "
+                               "would wait for itself")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        """Stop and close the loop (waits for the thread unless called from it)."""
+        if self.loop.is_closed():
+            return
+        try:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        except RuntimeError:  # closed meanwhile
+            return
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+
+#: The loop of each async labeler object, shared by every ``as_sync`` wrapper of it (an
+#: ``evaluate`` call, the labeler service) and stopped when the labeler is closed or collected.
+_LOOPS: weakref.WeakKeyDictionary[Any, _LoopThread] = weakref.WeakKeyDictionary()
+_LOOPS_LOCK = threading.Lock()
+
+
 class _SyncAdapter:
-    """Runs an :class:`AsyncLabeler` to completion behind a synchronous ``label``."""
+    """Runs an :class:`AsyncLabeler` to completion behind a synchronous ``label``.
+
+    Every batch runs on one event loop per labeler, created on the first batch and closed by
+    :meth:`close` (``asyncio.run`` per batch would close the loop that the labeler's clients
+    are bound to, and the second batch would fail with "Event loop is closed").
+    """
 
     def __init__(self, inner: AsyncLabeler) -> None:
         self.inner = inner
         self.name = inner.name
+        self._own_loop: _LoopThread | None = None  # for labelers that cannot be weakly keyed
+        self._closed = False
+
+    def _loop(self) -> _LoopThread:
+        with _LOOPS_LOCK:
+            if self._closed:
+                raise RuntimeError(f"{self!r} is closed")
+            if self._own_loop is not None:
+                return self._own_loop
+            try:
+                found = _LOOPS.get(self.inner)
+            except TypeError:  # not weakly referenceable: this wrapper keeps the loop
+                self._own_loop = _LoopThread(f"labeler-loop-{self.name}")
+                return self._own_loop
+            if found is None or found.loop.is_closed():
+                found = _LoopThread(f"labeler-loop-{self.name}")
+                _LOOPS[self.inner] = found
+                weakref.finalize(self.inner, found.stop)
+            return found
 
     def label(self, texts: Sequence[str]) -> list[Label]:
-        coro_fn = self.inner.alabel
+        """Label a batch on the labeler's event loop; see :meth:`Labeler.label`."""
+        return self._loop().run(self.inner.alabel(texts))
+
+    def close(self) -> None:
+        """Close the labeler (its ``aclose()``, or ``close()``, awaited if async) on its loop,
+        then stop the loop. Idempotent."""
+        if self._closed:
+            return
         try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(coro_fn(texts))
-        # Called from inside a running loop: block on a private loop in a worker thread.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, coro_fn(texts)).result()
+            closer = getattr(self.inner, "aclose", None) or getattr(self.inner, "close", None)
+            if callable(closer):
+                if inspect.iscoroutinefunction(closer):
+                    self._loop().run(closer())
+                else:
+                    closer()
+        finally:
+            with _LOOPS_LOCK:
+                self._closed = True
+                loop = self._own_loop
+                if loop is None:
+                    try:
+                        loop = _LOOPS.pop(self.inner, None)
+                    except TypeError:
+                        loop = None
+            if loop is not None:
+                loop.stop()
 
     def __repr__(self) -> str:
         return f"as_sync({self.inner!r})"
@@ -121,7 +219,8 @@ def as_sync(labeler: Labeler | AsyncLabeler) -> Labeler:
 
     Args:
         labeler: an object with a synchronous ``label`` (returned unchanged) or a coroutine
-            method ``alabel`` (wrapped).
+            method ``alabel`` (wrapped: every batch of that labeler runs on one event loop of
+            its own, in a background thread, until the wrapper's ``close()``).
 
     Returns:
         A :class:`Labeler`.

@@ -9,9 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from async_http_labeler import AsyncHTTPLabeler
+from fake_openai_server import FakeOpenAIServer, rule
 
 from llm_labeler.backends.callable_backend import CallableLabeler
 from llm_labeler.backends.rules import RuleLabeler
+from llm_labeler.evaluate import evaluate
 from llm_labeler.protocol import Label, Labeler, LabelerError, as_sync
 from llm_labeler.registry import (
     ENTRY_POINT_GROUP,
@@ -163,6 +166,27 @@ def test_as_sync_works_inside_a_running_loop() -> None:
         return as_sync(AsyncKeywordLabeler()).label(["key"])
 
     assert asyncio.run(main())[0].label == 1
+
+
+def test_as_sync_keeps_one_event_loop_for_an_async_http_labeler() -> None:
+    # keep-alive connections of the labeler's AsyncClient belong to the loop of its first
+    # batch: a loop per batch fails the second batch with "Event loop is closed"
+    batches = [["You kill the newt!", "It's a wall."], ["g - a wand of digging."],
+               ["You see here a rock.", "You kill it!"]]
+    with FakeOpenAIServer(keep_alive=True) as server:
+        labeler = AsyncHTTPLabeler(server.url)
+        sync = as_sync(labeler)
+        for batch in batches:
+            assert [lab.label for lab in sync.label(batch)] == [rule(t) == "yes" for t in batch]
+        records = [{"text": "You kill the jackal!", "label": 1}, {"text": "A wall.", "label": 0}]
+        for _ in range(2):  # evaluate wraps the same labeler again: same loop, same client
+            assert evaluate(labeler, records, batch_size=1).accuracy == 1.0
+        assert labeler.batches == 7 and server.requests == 7
+        sync.close()
+        assert labeler.client.is_closed  # aclose() ran on the labeler's loop
+        sync.close()  # idempotent
+        with pytest.raises(RuntimeError, match="closed"):
+            sync.label(["x"])
 
 
 def test_as_sync_passes_sync_labelers_through_and_rejects_others() -> None:
