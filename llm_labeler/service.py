@@ -31,21 +31,26 @@ import zmq
 from explorer.core.sockets import bind
 from explorer.core.tables import encode_table
 from explorer.core.texts import parse_texts_message, text_id
+from explorer.core.wire import MAX_META_ENTRIES
 from llm_labeler.protocol import Label, LabelerError, as_sync
 from llm_labeler.queue import PendingQueue
 from llm_labeler.registry import make_labeler
 from llm_labeler.reward_models import RankingRewardModel, make_reward_model
 from llm_labeler.store import LabelStore
 
-__all__ = ["LabelerService", "ServiceArgs", "labeler_main"]
+__all__ = ["META_BUDGET", "LabelerService", "ServiceArgs", "fit_metrics", "labeler_main"]
 
 log = logging.getLogger(__name__)
 
 _POLL_MS = 50
 _MIN_PUBLISH_GAP_S = 0.2
 #: Failures that say nothing about the texts: put them back without counting an attempt.
+#: ``config`` (the server refuses this configuration) is one: the texts wait for it to be fixed.
 _UNAVAILABLE = frozenset({"breaker_open", "connection", "timeout", "http_5xx", "http_429",
-                          "closed"})
+                          "closed", "config"})
+#: Metrics one publication carries: the wire refuses a message with more meta entries (the
+#: whole reward table would be lost), so :meth:`LabelerService.stats` fits in it.
+META_BUDGET = MAX_META_ENTRIES
 _BREAKER_CODES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
 
@@ -60,6 +65,44 @@ class ServiceArgs:
     stop_event: Any
     status_queue: Any = None
     seed: int = 0
+
+
+def _protected(key: str) -> bool:
+    """Metrics that are never dropped: error counters and the configuration-error status."""
+    return key.startswith("errors/") or key == "config_error"
+
+
+def fit_metrics(metrics: dict[str, float], budget: int = META_BUDGET) -> dict[str, float]:
+    """Fit metrics into ``budget`` entries, deterministically, never losing an error count.
+
+    Kept first: every ``errors/<kind>`` counter and ``config_error``, then ``metrics_dropped``
+    (always present: how many of the given keys were not published under their own name), then
+    the other metrics in the order given, the later ones dropped first (the service lists the
+    reward model's last). Only when the error kinds alone do not fit are the rarest kinds (ties
+    by name) summed into ``errors/other``, so the errors' total is kept.
+
+    Args:
+        metrics: name -> value, most important first (error counters may come anywhere).
+        budget: most entries of the result (>= 3).
+
+    Returns:
+        At most ``budget`` entries.
+    """
+    protected = {k: v for k, v in metrics.items() if _protected(k)}
+    others = [(k, v) for k, v in metrics.items() if not _protected(k) and k != "metrics_dropped"]
+    room = budget - 1  # metrics_dropped
+    merged = 0
+    if len(protected) > room:
+        status = {k: protected.pop(k) for k in ("config_error",) if k in protected}
+        other = protected.pop("errors/other", 0.0)
+        ranked = sorted(protected.items(), key=lambda kv: (-kv[1], kv[0]))
+        keep = room - len(status) - 1  # errors/other
+        merged = len(ranked) - keep
+        protected = {**dict(ranked[:keep]), **status,
+                     "errors/other": other + sum(v for _, v in ranked[keep:])}
+    kept = others[:max(0, room - len(protected))]
+    dropped = len(others) - len(kept) + merged
+    return {**dict(kept), **protected, "metrics_dropped": float(dropped)}
 
 
 def _encoder_for(labeler: Any) -> Any:
@@ -108,6 +151,11 @@ class LabelerService:
         self.errors: collections.Counter[str] = collections.Counter()
         self.latencies: collections.deque[float] = collections.deque(maxlen=1024)
         self.label_times: collections.deque[tuple[float, int]] = collections.deque(maxlen=256)
+        # errors, latencies and label_times are written by the worker and read by stats() in
+        # the main thread: every access holds this lock (iterating one while the other thread
+        # appends raises "mutated during iteration")
+        self._stats_lock = threading.Lock()
+        self._dropped_logged = False
         self.version = 0
         self.last_publish = 0.0
         self._stop = threading.Event()
@@ -127,8 +175,13 @@ class LabelerService:
 
     # -- worker thread: labelling only -----------------------------------------------------
     def _unavailable(self) -> bool:
+        """Whether the backend would refuse every request now (server down, or refusing this
+        configuration): the worker then waits instead of popping texts to put them back."""
         breaker = getattr(self.labeler, "breaker", None)
-        return breaker is not None and breaker.state == "open"
+        if breaker is not None and breaker.state == "open":
+            return True
+        gate = getattr(self.labeler, "config_gate", None)
+        return gate is not None and bool(gate.held)
 
     def _work(self) -> None:
         while not self._stop.is_set():
@@ -169,15 +222,16 @@ class LabelerService:
             log.exception("labeler %s raised while labelling %d texts", self.cfg.labeler,
                           len(batch))
             labels, failed = [], dict.fromkeys(batch, "exception")
-        self.latencies.append(time.monotonic() - start)
+        with self._stats_lock:
+            self.latencies.append(time.monotonic() - start)
         if labels:
             self.store.put_many(labels, prompt_hash=self.prompt_hash)
             self.queue.done([lab.text for lab in labels])
-            self.label_times.append((time.monotonic(), len(labels)))
+            with self._stats_lock:
+                self.label_times.append((time.monotonic(), len(labels)))
             self.results.put(("labels", [(lab.text, lab.label, lab.score) for lab in labels]))
-        kinds = collections.Counter(failed.values())
-        for kind, n in kinds.items():
-            self.errors[kind] += n
+        with self._stats_lock:
+            self.errors.update(failed.values())
         self.queue.release([t for t, k in failed.items() if k in _UNAVAILABLE])
         self.queue.requeue([t for t, k in failed.items() if k not in _UNAVAILABLE])
 
@@ -186,7 +240,8 @@ class LabelerService:
             prefs = [(a, b, float(p)) for (a, b), p in
                      zip(pairs, self.labeler.compare(pairs), strict=True) if p is not None]
         except Exception as err:  # noqa: BLE001 - any backend failure: count, ask again later
-            self.errors[getattr(err, "reason", "compare")] += 1
+            with self._stats_lock:
+                self.errors[getattr(err, "reason", "compare")] += 1
             return
         self.store.put_preferences(prefs, backend=self.cfg.labeler)
         self.results.put(("preferences", prefs))
@@ -251,12 +306,20 @@ class LabelerService:
             model.add_preferences(prefs)
 
     def stats(self) -> dict[str, float]:
-        """Scalars for TensorBoard (``labeler/...``), sent as the publication's meta."""
+        """Scalars for TensorBoard (``labeler/...``), sent as the publication's meta.
+
+        At most :data:`META_BUDGET` entries (see :func:`fit_metrics`): error counters always,
+        the reward model's metrics dropped first, ``metrics_dropped`` counting what was left
+        out (logged once).
+        """
         q = self.queue.stats()
         store = self.store.stats()
-        lat = sorted(self.latencies)
+        with self._stats_lock:  # a snapshot: the worker appends to these
+            lat = sorted(self.latencies)
+            label_times = list(self.label_times)
+            errors = dict(self.errors)
         now = time.monotonic()
-        recent = [n for t, n in self.label_times if now - t < 10.0]
+        recent = [n for t, n in label_times if now - t < 10.0]
         out: dict[str, float] = {
             "queue_depth": q["size"], "queue_inflight": q["inflight"],
             "queue_dropped": q["dropped"], "queue_abandoned": q["abandoned"],
@@ -281,9 +344,21 @@ class LabelerService:
                     out[key] = float(extra[key])
             out["requests"] = float(extra.get("requests", 0))
             out["retries"] = float(extra.get("retries", 0))
-        out.update({f"errors/{kind}": n for kind, n in self.errors.items()})
-        out.update({f"reward_model/{k}": float(v) for k, v in self.model.metrics().items()})
-        return dict(list(out.items())[:60])
+            if "structured_fallbacks" in extra:
+                out["structured_fallbacks"] = float(extra["structured_fallbacks"])
+            config_error = extra.get("config_error")
+            if isinstance(config_error, dict):  # HTTP status of the active one, 0: none
+                out["config_error"] = float(config_error.get("status") or 0)
+        out.update({f"errors/{kind}": n for kind, n in errors.items()})
+        out.update({f"reward_model/{k}": float(v) for k, v in
+                    sorted(self.model.metrics().items())})
+        fitted = fit_metrics(out)
+        if fitted["metrics_dropped"] and not self._dropped_logged:
+            self._dropped_logged = True
+            log.warning("labeler: %d metrics over the wire's %d-entry budget are not published: "
+                        "%s (labeler/metrics_dropped counts them)", fitted["metrics_dropped"],
+                        META_BUDGET, sorted(set(out) - set(fitted)))
+        return fitted
 
     def publish(self) -> None:
         ids, rewards = self.model.table()
@@ -316,7 +391,8 @@ class LabelerService:
         self._stop.set()
         if self._worker.is_alive():
             self._worker.join(timeout=30)
-        close = getattr(self.labeler, "close", None)
+        # an async labeler's wrapper closes it (aclose/close) on its event loop, then the loop
+        close = getattr(self.sync_labeler, "close", None)
         if callable(close):
             close()
         self.pull.close(0)

@@ -23,6 +23,7 @@ __all__ = [
     "ALLOWED_DTYPES",
     "KIND_ROLLOUT",
     "KIND_WEIGHTS",
+    "MAX_META_ENTRIES",
     "PROTOCOL_VERSION",
     "ArraySpec",
     "DropCounter",
@@ -46,7 +47,8 @@ _HEADER_KEYS = frozenset(
     {"v", "kind", "actor_id", "seq", "policy_version", "env_steps", "meta", "arrays"}
 )
 _MAX_HEADER_BYTES = 1 << 20
-_MAX_META_ENTRIES = 64
+#: Most entries a message's ``meta`` may have; a message with more is refused.
+MAX_META_ENTRIES = 64
 _MAX_NDIM = 8
 
 
@@ -190,8 +192,9 @@ def _parse_header(frame: Any) -> dict[str, Any]:
 
 
 def _parse_meta(meta: Any) -> dict[str, float | int | str]:
-    if not isinstance(meta, dict) or len(meta) > _MAX_META_ENTRIES:
-        raise WireError("bad_header", "meta must be a map of at most 64 entries")
+    if not isinstance(meta, dict) or len(meta) > MAX_META_ENTRIES:
+        raise WireError("bad_header",
+                        f"meta must be a map of at most {MAX_META_ENTRIES} entries")
     for key, value in meta.items():
         ok_value = isinstance(value, (int, float)) or (isinstance(value, str) and len(value) < 256)
         if not isinstance(key, str) or not ok_value:

@@ -6,6 +6,8 @@ out over SUB and are checked against the labels the backend gave and the store h
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import zmq
 from explorer.core.config import LabelerConfig
 from explorer.core.tables import decode_table, table_schema
 from explorer.core.texts import TEXT_PROTOCOL_VERSION, text_id
-from llm_labeler.service import LabelerService, ServiceArgs
+from llm_labeler.service import META_BUDGET, LabelerService, ServiceArgs, fit_metrics
 from llm_labeler.store import LabelStore
 
 POSITIVE = ["You kill the newt!", "You find a hidden passage.", "g - a wand of digging."]
@@ -270,3 +272,146 @@ def test_recurring_texts_are_labelled_first(tmp_path: Path) -> None:
         assert h.service.queue.pop_batch(3) == ["first", "third", "second"]
     finally:
         h.close()
+
+
+class ManyKindsLabeler:
+    """Labels texts with 'kill'; fails every other text with one of 20 error kinds, so the
+    worker keeps adding error kinds and label times while the main thread reads them."""
+
+    name = "many_kinds"
+
+    def label(self, texts):
+        from llm_labeler.protocol import Label, LabelerError
+
+        if any("kill" not in t for t in texts):
+            raise LabelerError("no kill", reason=f"kind{hash(texts[0]) % 20}")
+        return [Label(text=t, label=1, score=1.0) for t in texts]
+
+
+def test_stats_never_trip_over_the_worker(tmp_path: Path) -> None:
+    # the worker appends label times and latencies and adds error kinds while stats() (main
+    # thread) reads them; a thread switch every microsecond makes an unguarded read fail
+    h = Harness(tmp_path, labeler=f"{__name__}:ManyKindsLabeler", batch_size=1,
+                queue_size=10_000)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        service = h.service
+        calls = 0
+        for rounds in range(3):
+            service.queue.extend([f"rock {rounds} {i}" if i % 4 == 0 else
+                                  f"You kill {rounds} {i}" for i in range(3000)])
+            while service.queue.stats()["size"] or service.queue.stats()["inflight"]:
+                service.stats()
+                calls += 1
+        meta = service.stats()
+    finally:
+        sys.setswitchinterval(switch)
+        h.close()
+    assert calls > 10
+    assert meta["labelled_total"] == 3 * 2250 and meta["queue_abandoned"] == 3 * 750
+    assert sum(v for k, v in meta.items() if k.startswith("errors/")) == 3 * 750 * 3
+
+
+def test_an_async_labeler_keeps_its_client_across_batches(tmp_path: Path) -> None:
+    from fake_openai_server import FakeOpenAIServer, rule
+
+    with FakeOpenAIServer(keep_alive=True) as server:
+        h = Harness(tmp_path, labeler="async_http_labeler:AsyncHTTPLabeler", batch_size=1,
+                    backend={"base_url": server.url})
+        try:
+            h.send([_frame(POSITIVE + NEGATIVE)])
+            table, meta = h.table_until(lambda t, m: len(t) == 6)  # six batches, one loop
+            assert all(table[text_id(t)] == float(rule(t) == "yes") for t in POSITIVE + NEGATIVE)
+            assert not any(k.startswith("errors/") for k in meta)
+            labeler = h.service.labeler
+        finally:
+            h.close()
+        assert labeler.batches == 6 and labeler.client.is_closed  # closed with the service
+
+
+class KindsLabeler:
+    """Labels texts with 'kill'; 'fail NN' fails with its own error kind ``kindNN``."""
+
+    name = "kinds"
+
+    def label(self, texts):
+        from llm_labeler.protocol import Label, LabelerError
+
+        for t in texts:
+            if t.startswith("fail "):
+                raise LabelerError("failed", reason=f"kind{t[5:]}")
+        return [Label(text=t, label=int("kill" in t), score=float("kill" in t)) for t in texts]
+
+
+def test_error_counters_survive_the_wire_meta_budget(tmp_path: Path) -> None:
+    # 55 error kinds plus the service's own metrics exceed the wire's 64 meta entries: the
+    # publication must still go out, with every error counter, and say what it left out
+    h = Harness(tmp_path, labeler=f"{__name__}:KindsLabeler", batch_size=1)
+    try:
+        h.send([_frame([f"fail {i:02d}" for i in range(55)] + POSITIVE)])
+        _, meta = h.table_until(lambda t, m: len(t) == 3 and m.get("queue_abandoned") == 55,
+                                timeout=60)
+    finally:
+        h.close()
+    assert len(meta) <= META_BUDGET == 64
+    errors = {k: v for k, v in meta.items() if k.startswith("errors/")}
+    assert errors == {f"errors/kind{i:02d}": 3 for i in range(55)}  # 3 attempts each
+    assert meta["metrics_dropped"] > 0 and "queue_depth" in meta
+
+
+def test_fit_metrics_is_deterministic_and_keeps_every_error() -> None:
+    core = {f"core{i:02d}": float(i) for i in range(20)}
+    model = {f"reward_model/m{i:02d}": 1.0 for i in range(10)}
+    errors = {"errors/timeout": 5.0, "errors/config": 2.0}
+    small = fit_metrics({**core, **errors})
+    assert small == {**core, **errors, "metrics_dropped": 0.0}
+
+    fitted = fit_metrics({**core, **model, **errors, "config_error": 401.0}, budget=25)
+    assert len(fitted) == 25 and fitted == fit_metrics({**core, **model, **errors,
+                                                        "config_error": 401.0}, budget=25)
+    assert fitted["errors/timeout"] == 5.0 and fitted["errors/config"] == 2.0
+    assert fitted["config_error"] == 401.0
+    assert list(fitted)[:21] == [*core, "reward_model/m00"]  # the model's are dropped first
+    assert fitted["metrics_dropped"] == 9.0
+
+    many = {f"errors/k{i:02d}": float(i) for i in range(30)} | {"errors/other": 100.0}
+    tight = fit_metrics({**core, **many}, budget=10)
+    assert len(tight) == 10 and tight["metrics_dropped"] == 20 + 22  # core + merged kinds
+    kept = {k: v for k, v in tight.items() if k.startswith("errors/")}
+    assert list(kept) == [f"errors/k{i}" for i in range(29, 21, -1)] + ["errors/other"]
+    assert sum(kept.values()) == sum(many.values())  # no error lost, the rarest summed
+
+
+def test_a_configuration_error_is_reported_and_texts_wait_for_the_fix(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # a bad API key: the server answers 401. Not an outage (breaker closed), not the texts'
+    # fault (none abandoned), reported once, visible in the metrics, no request per batch
+    from fake_openai_server import FakeOpenAIServer, rule
+
+    texts = POSITIVE + NEGATIVE
+    with FakeOpenAIServer(default="http_401") as server, \
+            caplog.at_level(logging.WARNING, "llm_labeler"):
+        h = Harness(tmp_path, labeler="openai", batch_size=2,
+                    backend={"base_url": server.url, "model": "fake", "batch_size": 2,
+                             "max_retries": 2, "breaker_failures": 1,
+                             "config_retry_s": 3600.0})
+        try:
+            h.send([_frame(texts)])
+            h.table_until(lambda t, m: m.get("config_error") == 401, timeout=30)
+            version = h.service.version
+            _, meta = h.table_until(lambda t, m: h.service.version >= version + 5)
+            assert server.requests == 1
+            assert meta["errors/config"] == 2 and meta["breaker_state"] == 0.0
+            assert meta["queue_depth"] + meta["queue_inflight"] == 6
+            assert meta["queue_abandoned"] == 0 and meta["labelled_total"] == 0
+
+            server.default = "ok"                         # the key is fixed on the server,
+            h.service.labeler.config_gate.hold_s = 0.0    # and the hold is over
+            table, meta = h.table_until(lambda t, m: len(t) == 6 and m["config_error"] == 0)
+            assert all(table[text_id(t)] == float(rule(t) == "yes") for t in texts)
+            assert meta["queue_abandoned"] == 0 and meta["relabelled"] == 0
+        finally:
+            h.close()
+    reported = [r for r in caplog.records if "Incorrect API key" in r.getMessage()]
+    assert len(reported) == 1 and reported[0].levelno == logging.ERROR
