@@ -12,7 +12,10 @@ Config::
 
     labeler: openai
     labeler_options: {base_url: "http://127.0.0.1:8000/v1", model: "Qwen/Qwen2.5-7B-Instruct",
-                      batch_size: 20, max_concurrency: 4, timeout_s: 30}
+                      batch_size: 20, max_concurrency: 4, timeout_s: 30,
+                      structured_output: auto, config_retry_s: 60}
+
+Every option is a field of :class:`OpenAILabelerConfig`, documented there.
 
 Structured output (``structured_output``, default ``auto``): requests carry a
 ``response_format`` asking for a JSON object that follows

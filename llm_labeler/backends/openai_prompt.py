@@ -279,8 +279,8 @@ def parse_answers(reply: str | None, n: int) -> list[int]:
 # -- structured output -----------------------------------------------------------------------
 
 #: Ways of asking a server for a reply that follows :func:`answers_schema`, in the order the
-#: labeler tries them: OpenAI's ``json_schema`` (OpenAI, vLLM, Ollama, llama.cpp's own server)
-#: and llama-cpp-python's ``json_object`` with a ``schema``.
+#: labeler tries them: OpenAI's ``json_schema`` (which vLLM and Ollama accept too) and
+#: llama-cpp-python's ``json_object`` with a ``schema`` (its server refuses ``json_schema``).
 STRUCTURED_DIALECTS = ("json_schema", "json_object")
 
 
