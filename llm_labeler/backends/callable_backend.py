@@ -11,10 +11,10 @@ The function gets a ``list[str]`` and returns one value per text: ``bool``, ``in
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable, Sequence
 
+from explorer.core.loading import import_object
 from llm_labeler.protocol import Label, LabelerError
 from llm_labeler.registry import register_labeler
 
@@ -29,11 +29,10 @@ def _resolve(fn: LabelFn | str) -> LabelFn:
     if not isinstance(fn, str) or ":" not in fn:
         raise ValueError(f"callable labeler: fn must be a callable or 'package.module:function', "
                          f"got {fn!r}")
-    module_name, _, attr = fn.partition(":")
     try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"callable labeler: cannot import {fn!r}: {err}") from None
+        obj = import_object(fn, "function")
+    except ValueError as err:
+        raise ValueError(f"callable labeler: {err}") from None
     if not callable(obj):
         raise ValueError(f"callable labeler: {fn!r} is a {type(obj).__name__}, not callable")
     return obj
