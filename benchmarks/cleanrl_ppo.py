@@ -1,11 +1,12 @@
-"""CleanRL-style PPO in one process: the single-process baseline of ``benchmarks/throughput.py``.
+"""CleanRL-style PPO in one process: the 1x1 single-process baseline of ``throughput.py``.
 
 Read top to bottom like CleanRL's ``ppo_atari_envpool.py``: one EnvPool of ``num_envs`` envs,
 a rollout of T steps with CPU inference, GAE, then the PPO-clip update. For a fair comparison
 with our distributed trainer it uses the *same network class*
 (``explorer.core.networks.ActorCritic``)
 and by default the same update per batch as our APPO learner: 1 epoch x 1 minibatch over the
-whole T x num_envs batch. Like CleanRL it leaves torch's thread count at its default.
+whole T x num_envs batch. It is therefore *not* CleanRL's PPO (``ppo.py``: its own 64x64 tanh
+MLPs, T=128, 4 epochs x 4 minibatches): that one is ``benchmarks/cleanrl_ppo_faithful.py``.
 
 Throughput only: ``run()`` trains for ``warmup + seconds`` and returns env steps per second
 over the last ``seconds``. Run alone::

@@ -14,8 +14,14 @@ c. our actors only: N real ``actor_main`` processes streaming rollouts to a sink
    rollout with the real schema and discards it; goal c/b >= 0.8;
 d. our end-to-end training: the real ``Supervisor`` (learner + N actors), env steps trained per
    wall second from the learner's status reports; goal d/e >= 1.2;
-e. ``benchmarks/cleanrl_ppo.py``: CleanRL-style single-process PPO on N*E envs, same model
-   class, same update per batch as our learner config (1 epoch x 1 minibatch by default);
+e. ``benchmarks/cleanrl_ppo.py``: the 1-epoch x 1-minibatch single-process baseline: a
+   CleanRL-shaped PPO loop on N*E envs with *our* model class, our rollout length T and the
+   same update per batch as our learner config (1 epoch x 1 minibatch with the default APPO
+   config): the fair baseline for (d), but not CleanRL's PPO;
+e'. ``benchmarks/cleanrl_ppo_faithful.py``: CleanRL's PPO as ``ppo.py`` configures it
+   (separate 64x64 tanh actor and critic MLPs, T=128, 4 epochs x 4 minibatches), one process,
+   N*E envs on N EnvPool threads, 1 torch thread; throughput only (the opponent of
+   ``benchmarks/time_to_solve.py``), no goal; "n/a" for envs it cannot run (not EnvPool);
 f. Sample Factory 2 APPO (``benchmarks/sf_runner.py`` in its own venv, ``--sf-python``),
    or "not runnable here: <reason>";
 g. wire: rollout-like 8/16/32 MB messages PUSH -> PULL between two processes over tcp
@@ -49,16 +55,18 @@ from pathlib import Path
 from typing import Any
 
 import cleanrl_ppo
+import cleanrl_ppo_faithful
 import numpy as np
 import torch
 import zmq
 from bench_utils import CTX, RESULT_TIMEOUT_S, ratio, run_parallel, timed_loop
 
 from actors.actor import ActorArgs, actor_main
+from actors.env_ids import envpool_ids
 from actors.envs import make_vec_env, probe_env_spec
 from explorer.app.progress import ProgressReporter
 from explorer.app.supervisor import Supervisor
-from explorer.core.config import Config, envpool_ids, load_config
+from explorer.core.config import Config, load_config
 from explorer.core.networks import ActorCritic, select_encoder_kind
 from explorer.core.specs import EnvSpec, rollout_schema
 from explorer.core.wire import KIND_ROLLOUT, KIND_WEIGHTS, Message, WireError, decode, encode
@@ -340,8 +348,24 @@ def cleanrl_worker(index: int, barrier: Any, results: Any, cfg: Config, warmup: 
 
 
 def cleanrl_fps(cfg: Config, warmup: float, seconds: float) -> float:
-    """e. CleanRL-style PPO, one process, N*E envs on N EnvPool threads."""
+    """e. the 1-epoch x 1-minibatch baseline, one process, N*E envs on N EnvPool threads."""
     return run_parallel(cleanrl_worker, 1, cfg, warmup, seconds)
+
+
+def cleanrl_faithful_worker(index: int, barrier: Any, results: Any, cfg: Config,
+                            warmup: float, seconds: float) -> None:
+    n = cfg.actors.num_procs
+    barrier.wait()
+    results.put(cleanrl_ppo_faithful.throughput(
+        cfg.env.id, seconds, warmup, num_envs=n * cfg.env.envs_per_actor, torch_threads=1,
+        seed=cfg.seed, envpool_threads=n))
+
+
+def cleanrl_faithful_fps(cfg: Config, warmup: float, seconds: float) -> tuple[float | None, str]:
+    """e'. CleanRL's PPO (ppo.py's settings), one process, N*E envs on N EnvPool threads."""
+    if cfg.env.id not in (envpool_ids() or ()) or cfg.env.backend == "gymnasium":
+        return None, f"{cfg.env.id} is not run through EnvPool"
+    return run_parallel(cleanrl_faithful_worker, 1, cfg, warmup, seconds), ""
 
 
 # --------------------------------------------------------------------------- f. sample factory
@@ -542,8 +566,14 @@ def print_table(res: dict[str, Any]) -> None:
     table.add_row("d", f"our training: Supervisor, learner + {n} actors",
                   fmt(res["train_fps"]), fmt(r["train_vs_cleanrl"], "x") + " of e",
                   goal_text(r["train_vs_cleanrl"], g["train_vs_cleanrl"]))
-    table.add_row("e", f"CleanRL-style PPO, 1 proc x {n * e} envs, "
-                       f"{res['update']} per batch", fmt(res["cleanrl_ppo_fps"]), "", "")
+    table.add_row("e", f"{res['update']} baseline: CleanRL-shaped PPO loop, our model and "
+                       f"update, 1 proc x {n * e} envs, T={res['rollout_len']}",
+                  fmt(res["cleanrl_ppo_fps"]), "", "")
+    table.add_row("e'", f"CleanRL PPO (ppo.py: 64x64 tanh MLPs, T=128, 4 epochs x 4 "
+                        f"minibatches), 1 proc x {n * e} envs, 1 torch thread",
+                  fmt(res["cleanrl_faithful_fps"]),
+                  fmt(r["cleanrl_faithful_vs_baseline"], "x") + " of e"
+                  if res["cleanrl_faithful_fps"] is not None else "", "")
     sf = res["sample_factory_fps"]
     sf_label = f"Sample Factory 2 APPO, {n} workers x {e} envs" + (
         "" if sf is not None else ": not runnable here (see below)")
@@ -555,7 +585,10 @@ def print_table(res: dict[str, Any]) -> None:
                           fmt(gbps, " GB/s"), "", goal_text(gbps, g["wire_gbps"]))
     Console(width=160).print(table)
     print(f"model: {res['model_note']}; learner {res['algo']}, {res['update']} per batch of "
-          f"{n * e * res['rollout_len']} steps (CleanRL-style PPO: the same)")
+          f"{n * e * res['rollout_len']} steps (row e: the same; row e': CleanRL's own MLP and "
+          f"update, {n * e * 128} steps per batch)")
+    if res["cleanrl_faithful_fps"] is None:
+        print(f"row e': not run: {res['cleanrl_faithful_note']}")
     if sf is None:
         print(f"sample-factory: not runnable here: {res['sample_factory_note']}")
     else:
@@ -612,8 +645,10 @@ def main(argv: list[str] | None = None) -> int:
     train = train_fps(cfg, spec, w, s)
     res["train_fps"] = train.pop("fps")
     res["train_details"] = train
-    log(f"e. CleanRL-style PPO ({res['update']})")
+    log(f"e. {res['update']} baseline (our model and update, CleanRL-shaped loop)")
     res["cleanrl_ppo_fps"] = cleanrl_fps(cfg, w, s)
+    log("e'. CleanRL PPO, faithful (4 epochs x 4 minibatches)")
+    res["cleanrl_faithful_fps"], res["cleanrl_faithful_note"] = cleanrl_faithful_fps(cfg, w, s)
     if args.skip_sample_factory:
         res["sample_factory_fps"] = None
         res["sample_factory_note"] = "skipped (--skip-sample-factory)"
@@ -628,6 +663,9 @@ def main(argv: list[str] | None = None) -> int:
         "actors_vs_env_policy": ratio(res["actors_fps"], res["env_policy_fps"]),
         "train_vs_actors": ratio(res["train_fps"], res["actors_fps"]),
         "train_vs_cleanrl": ratio(res["train_fps"], res["cleanrl_ppo_fps"]),
+        "train_vs_cleanrl_faithful": ratio(res["train_fps"], res["cleanrl_faithful_fps"]),
+        "cleanrl_faithful_vs_baseline": ratio(res["cleanrl_faithful_fps"],
+                                              res["cleanrl_ppo_fps"]),
         "train_vs_sample_factory": ratio(res["train_fps"], res["sample_factory_fps"]),
     }
     res["goals"] = dict(GOALS)
