@@ -10,6 +10,7 @@ import collections
 import contextlib
 import queue
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,9 @@ class LearnerArgs:
     stop_event: Any
     status_queue: Any
     resume_path: str | None = None
+    #: Where the one final report (done/stopped) goes: an unbounded queue of its own, so a
+    #: full status queue cannot drop it. None: the status queue (a blocking put).
+    final_queue: Any = None
     #: Where the labeler publishes reward tables (None: no labeler).
     labeler_address: str | None = None
 
@@ -348,8 +352,21 @@ class LearnerWorker:
         self.writer.flush()
 
     def _put_status(self, kind: str, payload: dict[str, Any]) -> None:
+        """Periodic reports may be dropped: the next one supersedes them."""
         with contextlib.suppress(queue.Full):
             self.args.status_queue.put_nowait((kind, payload))
+
+    def _report_final(self, reason: str, path: Path) -> None:
+        """The run's outcome must arrive: without it the supervisor sees a learner that
+        exited unexplained, i.e. a failure. Hence its own channel, or a put that waits."""
+        final = self.args.final_queue
+        channel = self.args.status_queue if final is None else final
+        payload = {"checkpoint": str(path), "env_steps": self.env_steps, "status": self.status()}
+        try:
+            channel.put((reason, payload), timeout=_REPORT_TIMEOUT_S)
+        except queue.Full:
+            print(f"learner: final report ({reason}) not delivered: the supervisor read nothing "
+                  f"for {_REPORT_TIMEOUT_S:.0f}s", file=sys.stderr, flush=True)
 
     def _target_reached(self) -> bool:
         target = self.cfg.target_return
@@ -392,7 +409,7 @@ class LearnerWorker:
         self.log()
         path = self.checkpoint()
         self._put_status("status", self.status())
-        self._put_status(reason, {"checkpoint": str(path), "env_steps": self.env_steps})
+        self._report_final(reason, path)
         return reason
 
     def close(self) -> None:

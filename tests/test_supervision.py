@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -184,3 +186,35 @@ def test_hung_actor_is_killed_and_replaced(tmp_path: Path) -> None:
     assert any("actor-1" in e and "gave no heartbeat" in e for e in sup.events), sup.events
     assert observed["new_pid"] != observed["frozen_pid"]
     assert result.actor_restarts == 1
+
+
+@pytest.mark.timeout(300)
+def test_full_status_queue_at_the_end_still_ends_done(tmp_path: Path) -> None:
+    """The supervisor falls behind just as the learner finishes (its status queue full of
+    unread reports): the learner's final report must still arrive, and a learner that
+    finished fine must not be reported as failed."""
+    steps = 20_000
+    cfg = load_config(CARTPOLE, [f"runs_dir={tmp_path}", f"total_env_steps={steps}",
+                                 "target_return=null", "checkpoint_interval_s=3600"])
+    sup = Supervisor(cfg, probe_env_spec(cfg.env), create_run_dir(cfg, ["test"]))
+    sup.status_queue = sup.ctx.Queue(maxsize=4)  # replaced before any process gets it
+    drain = sup._drain_status
+
+    def falls_behind() -> None:
+        """Stands in for ``_drain_status``: reads nothing while the learner lives, and keeps
+        the queue full meanwhile."""
+        if not sup.learner.is_alive():
+            return drain()
+        with contextlib.suppress(queue.Full):
+            while True:
+                sup.status_queue.put_nowait(("status", {"filler": True}))
+        return None
+
+    sup._drain_status = falls_behind
+    result = sup.run()
+    assert result.reason == "done", (result, sup.events)
+    assert result.exit_code == 0
+    assert result.env_steps >= steps
+    assert result.checkpoint == latest_checkpoint(sup.run_dir / "checkpoints")
+    assert result.last_status.get("env_steps", 0) >= steps  # the final status came too
+    assert not any("learner" in e and ("died" in e or "without" in e) for e in sup.events)

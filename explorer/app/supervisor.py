@@ -118,6 +118,9 @@ class Supervisor:
         self.ctx = mp.get_context("spawn")
         self.stop_event = self.ctx.Event()
         self.status_queue = self.ctx.Queue(maxsize=1000)
+        #: The learner's one final report (done/stopped): unbounded and apart from the status
+        #: reports, so a backlog of those can never crowd it out.
+        self.final_queue = self.ctx.Queue()
         self.heartbeats = self.ctx.Array("d", cfg.actors.num_procs, lock=False)
         self.learner: Any = None
         self.actors = [_ActorSlot(i) for i in range(cfg.actors.num_procs)]
@@ -238,6 +241,7 @@ class Supervisor:
             cfg=self.cfg, env_spec=self.env_spec, run_dir=str(self.run_dir),
             rollout_address=rollout_addr, weights_address=weights_addr,
             stop_event=self.stop_event, status_queue=self.status_queue,
+            final_queue=self.final_queue,
             resume_path=str(self.resume_path) if self.resume_path else None,
             labeler_address=self.labeler.updates or None,
         )
@@ -327,20 +331,43 @@ class Supervisor:
             self._writer.add_scalar("perf/labeler_restarts", self.labeler.restarts, step)
         self._writer.flush()
 
-    def _drain_status(self) -> tuple[str, dict] | None:
-        """Consume learner reports; return a terminal ``(reason, payload)`` if one came."""
+    def _drain_status(self) -> None:
+        """Consume the status reports of the learner and labeler."""
         while True:
             try:
                 kind, payload = self.status_queue.get_nowait()
             except queue.Empty:
-                return None
+                return
             if kind == "status":
                 self.last_status = payload
                 self.reporter.update(payload)
             elif kind == "labeler_failed":
                 self._event(f"labeler failed to start: {payload['error']}")
-            elif kind in ("done", "stopped"):
-                return kind, payload
+
+    def _final_report(self) -> tuple[str, dict] | None:
+        """The learner's ``(done|stopped, payload)`` once it sent it, else None."""
+        try:
+            reason, payload = self.final_queue.get_nowait()
+        except queue.Empty:
+            return None
+        if "status" in payload:  # newer than any status report (those may have been dropped)
+            self.last_status = payload["status"]
+            self.reporter.update(payload["status"])
+        return reason, payload
+
+    def _watch_until_final(self) -> tuple[str, dict] | None:
+        """Tick until the learner's final report; None if it exited without one."""
+        while True:
+            # liveness first: a report sent just before the learner exited is then still read
+            alive = self.learner.is_alive()
+            self._drain_status()
+            final = self._final_report()
+            if final is not None or not alive:
+                return final
+            if not self.stop_event.is_set():
+                self._watch_actors(time.monotonic())
+                self._watch_labeler(time.monotonic())
+            time.sleep(_TICK_S)
 
     # -- lifecycle -------------------------------------------------------------------------
     def _on_sigint(self, signum: int, frame: Any) -> None:
@@ -378,7 +405,6 @@ class Supervisor:
     def run(self) -> RunResult:
         """Run until the learner finishes, fails, or Ctrl-C; always leaves no process behind."""
         previous = signal.signal(signal.SIGINT, self._on_sigint)
-        terminal: tuple[str, dict] | None = None
         try:
             if self._labeler_wanted:
                 try:
@@ -399,20 +425,10 @@ class Supervisor:
             self._event(f"started {len(self.actors)} actors "
                         f"({', '.join(str(s.process.pid) for s in self.actors)})")
             self.reporter.start(self.cfg.total_env_steps)
-            while terminal is None:
-                terminal = self._drain_status()
-                if terminal is not None:
-                    break
-                if not self.learner.is_alive():
-                    terminal = self._drain_status()
-                    if terminal is None:
-                        return self._learner_failed()
-                    break
-                if not self.stop_event.is_set():
-                    self._watch_actors(time.monotonic())
-                    self._watch_labeler(time.monotonic())
-                time.sleep(_TICK_S)
-            reason, payload = terminal
+            final = self._watch_until_final()
+            if final is None:
+                return self._learner_failed()
+            reason, payload = final
             return RunResult(reason=reason, run_dir=self.run_dir,
                              checkpoint=Path(payload["checkpoint"]),
                              env_steps=int(payload["env_steps"]),
@@ -426,7 +442,9 @@ class Supervisor:
     def _learner_failed(self) -> RunResult:
         code = self.learner.exitcode if self.learner is not None else None
         ckpt = latest_checkpoint(self.run_dir / "checkpoints")
-        self._event(f"learner died (exit code {code}); stopping all actors")
+        # exit code 0 without a final report cannot come from a finished run: say so apart
+        what = "exited without its final report" if code == 0 else f"died (exit code {code})"
+        self._event(f"learner {what}; stopping all actors")
         return RunResult(reason="learner_failed", run_dir=self.run_dir, checkpoint=ckpt,
                          env_steps=int(self.last_status.get("env_steps", 0)),
                          actor_restarts=sum(s.restarts for s in self.actors),
