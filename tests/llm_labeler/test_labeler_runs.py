@@ -155,7 +155,8 @@ def test_dead_llm_server_never_stalls_training_and_labelling_resumes(tmp_path: P
 
     def chaos() -> None:
         try:
-            _wait_for(lambda: _rows(db) >= 5, 240, "first labels")
+            _wait_for(lambda: _rows(db) >= 5 and sup.last_status.get("env_steps", 0) > 0, 240,
+                      "first labels and a learner status")
             server.stop()
             observed["rows_at_kill"] = _rows(db)
             observed["steps_at_kill"] = sup.last_status["env_steps"]
@@ -167,6 +168,8 @@ def test_dead_llm_server_never_stalls_training_and_labelling_resumes(tmp_path: P
             _wait_for(lambda: _rows(db) > observed["rows_while_dead"], 120, "labels again")
             _wait_for(lambda: _rows(db) >= observed["seen_while_dead"], 120,
                       "the texts that waited got labelled")
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            observed["chaos_error"] = repr(exc)
         finally:
             sup.stop_event.set()
 
@@ -178,6 +181,7 @@ def test_dead_llm_server_never_stalls_training_and_labelling_resumes(tmp_path: P
         thread.join(10)
         server.stop()
     assert result.reason == "stopped", sup.events
+    assert "chaos_error" not in observed, observed["chaos_error"]
     assert observed["steps_while_dead"] > observed["steps_at_kill"]  # training went on
     assert observed["rows_while_dead"] == observed["rows_at_kill"]  # nothing labelled...
     assert observed["seen_while_dead"] > observed["rows_at_kill"]  # ...while new texts waited
