@@ -177,7 +177,9 @@ class LearnerWorker:
             self._restore(Path(args.resume_path))
 
         self.pull = ctx.socket(zmq.PULL)
-        self.pull.setsockopt(zmq.RCVHWM, cfg.wire.send_hwm)
+        # One message per actor pipe waits here; more would only age before training (the
+        # actors' own send queues hold the rest, and block them: back-pressure, not staleness).
+        self.pull.setsockopt(zmq.RCVHWM, 1)
         self.pull.setsockopt(zmq.MAXMSGSIZE, max_bytes)
         self.pull.setsockopt(zmq.LINGER, 0)
         self.rollout_address = bind(self.pull, args.rollout_address)
@@ -189,10 +191,14 @@ class LearnerWorker:
         self.writer = SummaryWriter(str(self.run_dir / "tb"),
                                     purge_step=self.env_steps if args.resume_path else None)
         self.pending: list[Message] = []
-        self.max_pending = 4 * cfg.learner.batch_rollouts
+        # One batch waits while the next arrives: fresh data is never queued behind more.
+        self.max_pending = cfg.learner.batch_rollouts
         self.actor_meta: dict[int, dict] = {}
         self.last_metrics: dict[str, float] = {}
         self.lag: list[int] = []
+        #: All-time largest policy lag of a trained rollout (the bound's witness).
+        self.lag_max_trained = 0
+        self.stale_env_steps = 0
         self.fps_window: collections.deque[tuple[float, int]] = collections.deque(maxlen=64)
         self.last_publish = 0.0
         self.received = 0
@@ -266,19 +272,47 @@ class LearnerWorker:
                 self.drops.record(err)
                 continue
             self.actor_meta[msg.actor_id] = dict(msg.meta, env_steps=msg.env_steps)
-            self.pending.append(msg)
+            if not self._drop_if_stale(msg):
+                self.pending.append(msg)
+
+    def _lag(self, msg: Message) -> int:
+        return self.learner.policy_version - msg.policy_version
+
+    def _drop_if_stale(self, msg: Message) -> bool:
+        """Drop a rollout older than ``max_policy_lag`` (counted as ``stale``); its episodes
+        and env steps were real, so they still count. Returns whether it was dropped."""
+        lag = self._lag(msg)
+        if lag <= self.cfg.learner.max_policy_lag:
+            return False
+        self.drops.record(WireError("stale", f"policy lag {lag} > max_policy_lag "
+                                             f"{self.cfg.learner.max_policy_lag}"))
+        self._record_episodes(msg)
+        steps = int(msg.arrays["actions"].size)
+        self.env_steps += steps
+        self.stale_env_steps += steps
+        return True
+
+    def _record_episodes(self, msg: Message) -> None:
+        self.returns.extend(msg.arrays["ep_returns"].tolist())
+        self.lengths.extend(msg.arrays["ep_lengths"].tolist())
+        self.episodes += len(msg.arrays["ep_returns"])
+        if self.episode_stats is not None:
+            self.episode_stats.add(msg.arrays)
 
     # -- training --------------------------------------------------------------------------
     def train_step(self) -> None:
+        """Train on the oldest ``batch_rollouts`` pending rollouts, once all are within the
+        policy-lag bound (the learner's version moved since some of them arrived)."""
+        self.pending = [msg for msg in self.pending if not self._drop_if_stale(msg)]
         k = self.cfg.learner.batch_rollouts
+        if len(self.pending) < k:
+            return
         messages, self.pending = self.pending[:k], self.pending[k:]
         for msg in messages:
-            self.lag.append(self.learner.policy_version - msg.policy_version)
-            self.returns.extend(msg.arrays["ep_returns"].tolist())
-            self.lengths.extend(msg.arrays["ep_lengths"].tolist())
-            self.episodes += len(msg.arrays["ep_returns"])
-            if self.episode_stats is not None:
-                self.episode_stats.add(msg.arrays)
+            lag = self._lag(msg)
+            self.lag.append(lag)
+            self.lag_max_trained = max(self.lag_max_trained, lag)
+            self._record_episodes(msg)
         batch = stack_rollouts(messages, self.cfg.learner.reward_clip)
         if self.cfg.learner.anneal_lr:
             self.learner.set_lr_fraction(1.0 - self.env_steps / self.cfg.total_env_steps)
@@ -304,6 +338,8 @@ class LearnerWorker:
             "episodes": self.episodes,
             "policy_version": self.learner.policy_version,
             "policy_lag": float(np.mean(self.lag)) if self.lag else 0.0,
+            "policy_lag_max_trained": self.lag_max_trained,
+            "stale_env_steps": self.stale_env_steps,
             "dropped": self.drops.total,
             "dropped_by_reason": dict(self.drops),
             "received": self.received,
@@ -318,6 +354,7 @@ class LearnerWorker:
         scalars.update({
             "perf/fps": self.fps(),
             "perf/rollout_queue_depth": len(self.pending),
+            "perf/stale_env_steps": self.stale_env_steps,
             "perf/policy_version": self.learner.policy_version,
             "wire/dropped": self.drops.total,
             "wire/received": self.received,

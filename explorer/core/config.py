@@ -176,6 +176,10 @@ class LearnerConfig:
     vtrace_c_bar: float = _field(1.0, gt=0)
     #: Actor rollouts gathered into one training batch.
     batch_rollouts: int = _field(2, ge=1)
+    #: Most policy versions (learner updates) a rollout may lag behind the learner when it is
+    #: trained on, as in Sample Factory: an older rollout is dropped and counted
+    #: (``wire/dropped/stale``); its env steps and episodes still count.
+    max_policy_lag: int = _field(10, ge=0)
     #: Optimisation passes over each batch.
     epochs: int = _field(1, ge=1)
     #: Minibatches each batch is split into per epoch.
@@ -213,7 +217,7 @@ class WireConfig:
     #: Port for learner-to-actor weight broadcasts; 0 picks a free port at launch (tcp only).
     weights_port: int = _field(0, ge=0, le=65535)
     #: ZeroMQ send high-water mark: messages queued before a sender blocks (bounds staleness).
-    send_hwm: int = _field(4, ge=1)
+    send_hwm: int = _field(2, ge=1)
     #: Largest message accepted, in MiB; guards against oversized or corrupt payloads.
     max_message_mb: float = _field(512.0, gt=0)
 
