@@ -12,6 +12,7 @@ rewards are fixed *before* advantages are computed, and the policy gradient uses
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -52,6 +53,17 @@ class Stream:
     def select_envs(self, index: torch.Tensor) -> Stream:
         return Stream(self.rewards[:, index], self.terminated[:, index], self.ended[:, index],
                       self.gamma, self.coef, self.head)
+
+    def select_samples(self, index: torch.Tensor) -> Stream:
+        """Transitions ``index`` of the flattened (T*B) stream, as one step (1, n)."""
+        return Stream(*(_pick_samples(x, index) for x in (self.rewards, self.terminated,
+                                                          self.ended)),
+                      self.gamma, self.coef, self.head)
+
+
+def _pick_samples(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(T, B) -> (1, n): the flattened transitions ``index``."""
+    return x.reshape(-1)[index].unsqueeze(0)
 
 
 class TargetEstimator(Protocol):
@@ -128,6 +140,15 @@ class Learner:
         self.text_reward = (OniTextReward(labeler.coef, labeler.beta)
                             if labeler.labeler and cfg.text.source else None)
         self.value_norm = ValueNormalizer(self.model) if self.cfg.normalize_values else None
+        #: PPO with a feed-forward model shuffles single transitions into minibatches (as
+        #: CleanRL); V-trace and recurrent cores need whole env columns (sequences).
+        split = self.cfg.minibatch_split
+        self.flat_minibatches = split == "samples" or (
+            split == "auto" and self.cfg.algo == "ppo" and self.model.core is None)
+        if self.flat_minibatches and (self.cfg.algo != "ppo" or self.model.core is not None):
+            raise ValueError("learner.minibatch_split=samples needs learner.algo=ppo and "
+                             "learner.model.core=none (V-trace and a recurrent core need "
+                             "whole sequences)")
         self.policy_version = 0
         self.updates = 0
 
@@ -217,7 +238,8 @@ class Learner:
                         ) -> tuple[torch.Tensor, dict, list[torch.Tensor]]:
         cfg = self.cfg
         logits, values, _ = self.model.forward_all(mb.obs, mb.core_state, mb.episode_start)
-        logits = logits[:-1]  # (T, B, A); values stay (T+1, B, V)
+        steps = mb.actions.shape[0]  # obs hold T+1 steps (T for a one-step sample batch)
+        logits = logits[:steps]  # (T, B, A); values stay (T+1, B, V)
         target_logp = self._logp(logits, mb.actions)  # (T, B)
         advantages, value_targets = self._combine(streams, mb.behaviour_logp,
                                                   target_logp.detach(), values, pre)
@@ -227,8 +249,9 @@ class Learner:
                                        cfg.clip_coef)
         scale = self.model.value_std  # (V,): errors on the normalised scale the heads learn
         v_loss = sum(
-            value_loss(values[:-1, :, s.head] / scale[s.head], target / scale[s.head], mb.mask,
-                       old_values=mb.behaviour_values[:-1] / scale[0] if s.head == 0 else None,
+            value_loss(values[:steps, :, s.head] / scale[s.head], target / scale[s.head],
+                       mb.mask,
+                       old_values=mb.behaviour_values[:steps] / scale[0] if s.head == 0 else None,
                        clip_coef=cfg.value_clip_coef if s.head == 0 else None)
             for s, target in zip(streams, value_targets, strict=True)
         )
@@ -247,20 +270,32 @@ class Learner:
         }
         return loss, metrics, value_targets
 
+    def _minibatches(self, batch: Batch, streams: list[Stream], pre: list[Targets | None]
+                     ) -> Iterator[tuple[Batch, list[Stream], list[Targets | None]]]:
+        """One epoch's minibatches in a fresh random order: shuffled transitions (one-step
+        batches) when ``flat_minibatches``, else shuffled whole env columns."""
+        steps, envs = batch.actions.shape
+        if self.flat_minibatches:
+            order = torch.randperm(steps * envs, device=self.device)
+            for index in order.chunk(min(self.cfg.minibatches, steps * envs)):
+                yield (batch.select_samples(index), [s.select_samples(index) for s in streams],
+                       [None if p is None else (_pick_samples(p[0], index),
+                                                _pick_samples(p[1], index)) for p in pre])
+            return
+        order = torch.randperm(envs, device=self.device)
+        for index in order.chunk(min(self.cfg.minibatches, envs)):
+            yield (batch.select_envs(index), [s.select_envs(index) for s in streams],
+                   [None if p is None else (p[0][:, index], p[1][:, index]) for p in pre])
+
     def train(self, batch: Batch) -> dict[str, float]:
         """One update (``epochs`` x ``minibatches`` SGD steps) on ``batch``; returns metrics."""
         cfg = self.cfg
         batch = batch.to(self.device)
         streams, reward_metrics = self.streams(batch)
         pre = self._precompute(batch, streams)
-        num_envs = batch.actions.shape[1]
         metrics: dict[str, float] = {}
         for _ in range(cfg.epochs):
-            order = torch.randperm(num_envs, device=self.device)
-            for index in order.chunk(min(cfg.minibatches, num_envs)):
-                mb = batch.select_envs(index)
-                mb_streams = [s.select_envs(index) for s in streams]
-                mb_pre = [None if p is None else (p[0][:, index], p[1][:, index]) for p in pre]
+            for mb, mb_streams, mb_pre in self._minibatches(batch, streams, pre):
                 loss, metrics, value_targets = self._minibatch_loss(mb, mb_streams, mb_pre)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -52,6 +52,27 @@ class Batch:
             text_count=None if self.text_count is None else self.text_count[:, index],
         )
 
+    def select_samples(self, index: torch.Tensor) -> Batch:
+        """The transitions ``index`` of the flattened (T*B) batch as a batch of one step
+        (T=1, B=len(index)); only for feed-forward models and targets computed beforehand
+        (PPO's GAE): nothing here links a transition to the next one."""
+        steps, envs = self.actions.shape
+
+        def pick(x: torch.Tensor) -> torch.Tensor:  # (T, B, ...) -> (1, n, ...)
+            return x[:steps].reshape(steps * envs, *x.shape[2:])[index].unsqueeze(0)
+
+        return Batch(
+            obs={k: pick(v) for k, v in self.obs.items()},
+            actions=pick(self.actions), behaviour_logp=pick(self.behaviour_logp),
+            behaviour_values=pick(self.behaviour_values), rewards=pick(self.rewards),
+            terminated=pick(self.terminated), ended=pick(self.ended), mask=pick(self.mask),
+            episode_start=pick(self.episode_start),
+            core_state=self.core_state.new_zeros((len(index), self.core_state.shape[1])),
+            env_ids=self.env_ids[index % envs],
+            text_hash=None if self.text_hash is None else pick(self.text_hash),
+            text_count=None if self.text_count is None else pick(self.text_count),
+        )
+
     def to(self, device: torch.device) -> Batch:
         if device.type == "cpu":
             return self

@@ -184,6 +184,10 @@ class LearnerConfig:
     epochs: int = _field(1, ge=1)
     #: Minibatches each batch is split into per epoch.
     minibatches: int = _field(1, ge=1)
+    #: What a minibatch is made of: ``samples`` (shuffled single transitions, as CleanRL's
+    #: PPO; needs ``algo: ppo`` and no recurrent core), ``envs`` (shuffled whole env columns:
+    #: the sequences V-trace and a GRU need), or ``auto`` (``samples`` where it can).
+    minibatch_split: str = _field("auto", choices=("auto", "samples", "envs"))
     #: Standardise advantages per minibatch, which makes ``lr`` less reward-scale dependent.
     normalize_advantages: bool = True
     #: torch CPU threads of the learner process (0 = torch's default); actors always use 1.

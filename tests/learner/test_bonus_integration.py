@@ -10,51 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from minigrid_batches import minigrid_batch, minigrid_learner
 
-from actors.envs import make_vec_env
-from actors.rollout import RolloutStorage
-from explorer.core.config import load_config
-from explorer.core.wire import KIND_ROLLOUT, Message
 from learner.algo import Learner
-from learner.batch import Batch, stack_rollouts
+from learner.batch import Batch
 from learner.bonuses import ReturnNormalizer
 from learner.losses import gae, vtrace
 
 T, B = 24, 4
-
-
-def _minigrid_batch() -> Batch:
-    """A real random-policy rollout of MiniGrid-Empty-5x5 (episodes end within T steps)."""
-    cfg = load_config(None, ["env.id=MiniGrid-Empty-5x5-v0", "env.max_episode_steps=10"])
-    env = make_vec_env(cfg.env, B, seed=3)
-    storage = RolloutStorage(env.spec, T, B, core_size=0)
-    rng = np.random.default_rng(0)
-    obs, prev_done = env.reset(), np.zeros(B, bool)
-    for t in range(T):
-        for k, v in obs.items():
-            storage.obs[k][t] = v
-        storage.actions[t] = rng.integers(0, env.spec.num_actions, B)
-        result = env.step(storage.actions[t])
-        storage.valid[t] = ~prev_done
-        storage.rewards[t] = result.rewards
-        storage.terminated[t], storage.truncated[t] = result.terminated, result.truncated
-        prev_done = (result.terminated | result.truncated) & storage.valid[t]
-        storage.episode_start[t] = t == 0
-        obs = result.obs
-    for k, v in obs.items():
-        storage.obs[k][T] = v
-    storage.logp[:] = -np.log(env.spec.num_actions)
-    assert (storage.terminated | storage.truncated).any()
-    msg = Message(kind=KIND_ROLLOUT, arrays=storage.arrays(np.zeros(0, np.float32),
-                                                           np.zeros(0, np.int32)))
-    return stack_rollouts([msg], reward_clip=None)
-
-
-def _learner(*overrides: str) -> Learner:
-    cfg = load_config(None, ["env.id=MiniGrid-Empty-5x5-v0", "seed=4", *overrides])
-    env = make_vec_env(cfg.env, 1, 0)
-    torch.manual_seed(0)  # identical model init for learners with and without a bonus
-    return Learner(cfg, env.spec, torch.device("cpu"))
 
 
 def _vtrace_adv(learner: Learner, batch: Batch, rewards, values, discounts, cuts):
@@ -67,9 +30,9 @@ def _vtrace_adv(learner: Learner, batch: Batch, rewards, values, discounts, cuts
 
 @pytest.mark.parametrize("algo", ["appo", "ppo"])
 def test_bonus_shifts_advantages_by_its_own_advantage(algo: str) -> None:
-    batch = _minigrid_batch()
-    plain = _learner(f"learner.algo={algo}")
-    bonus = _learner(f"learner.algo={algo}",
+    batch = minigrid_batch()
+    plain = minigrid_learner(f"learner.algo={algo}")
+    bonus = minigrid_learner(f"learner.algo={algo}",
                      "intrinsic=[{name: counts, coef: 0.5, normalize: false}]")
     r_int = bonus.bonuses.bonuses[0].compute(batch) * batch.mask  # (T, B)
     assert r_int.abs().sum() > 0
@@ -85,8 +48,8 @@ def test_bonus_shifts_advantages_by_its_own_advantage(algo: str) -> None:
 
 
 def test_separate_value_head_is_a_second_stream() -> None:
-    batch = _minigrid_batch()
-    learner = _learner("intrinsic=[{name: counts, coef: 0.5, normalize: false, "
+    batch = minigrid_batch()
+    learner = minigrid_learner("intrinsic=[{name: counts, coef: 0.5, normalize: false, "
                        "separate_value_head: true, gamma: 0.9}]")
     assert learner.model.num_value_heads == 2
     with torch.no_grad():
@@ -136,12 +99,12 @@ def test_return_normalizer_resumes_from_its_state() -> None:
     assert after == pytest.approx(expected)
 
 def test_bonus_state_survives_a_checkpoint_round_trip() -> None:
-    batch = _minigrid_batch()
+    batch = minigrid_batch()
     spec = "intrinsic=[{name: rnd, coef: 0.1}, {name: counts, coef: 0.2}]"
-    first = _learner(spec)
+    first = minigrid_learner(spec)
     for _ in range(3):
         first.train(batch)
-    second = _learner(spec)
+    second = minigrid_learner(spec)
     second.load_state_dict(first.state_dict())
     torch.testing.assert_close(second.advantages(batch), first.advantages(batch))
     for a, b in zip(first.bonuses.bonuses, second.bonuses.bonuses, strict=True):
@@ -151,8 +114,8 @@ def test_bonus_state_survives_a_checkpoint_round_trip() -> None:
 @pytest.mark.parametrize("name", ["rnd", "icm", "noveld", "counts", "e3b", "ngu",
                                   "byol_explore", "byol_hindsight"])
 def test_every_registered_bonus_trains_inside_the_learner(name: str) -> None:
-    batch = _minigrid_batch()
-    learner = _learner(f"intrinsic=[{{name: {name}, coef: 0.1}}]")
+    batch = minigrid_batch()
+    learner = minigrid_learner(f"intrinsic=[{{name: {name}, coef: 0.1}}]")
     for _ in range(2):
         metrics = learner.train(batch)
     assert np.isfinite(metrics["losses/policy"]) and np.isfinite(metrics["losses/value"])
@@ -161,8 +124,8 @@ def test_every_registered_bonus_trains_inside_the_learner(name: str) -> None:
 
 
 def test_inspecting_advantages_changes_no_state() -> None:
-    batch = _minigrid_batch()
-    learner = _learner("intrinsic=[{name: counts, coef: 0.5}]")  # normalised by return std
+    batch = minigrid_batch()
+    learner = minigrid_learner("intrinsic=[{name: counts, coef: 0.5}]")  # normalised by return std
     learner.train(batch)
     before = learner.bonuses.state_dict()["normalizers"][0]
     first = learner.advantages(batch)
