@@ -144,7 +144,9 @@ def test_hang_is_a_bounded_timeout(server: FakeOpenAIServer, make) -> None:
     elapsed = time.monotonic() - start
     assert result.failed == dict.fromkeys(TEXTS, "timeout")
     assert labeler.stats()["errors"] == {"timeout": retries + 1}
-    assert timeout * (retries + 1) <= elapsed <= timeout * (retries + 1) + retries * 0.05 + 1.0
+    # every attempt waited its full timeout, and the hang ended (a loose upper bound: the
+    # behaviour is "bounded", not a speed; a loaded machine must not fail it)
+    assert timeout * (retries + 1) <= elapsed < 10 * timeout * (retries + 1) + 5.0
 
 
 def test_server_down_is_a_connection_error(server: FakeOpenAIServer, make) -> None:
@@ -408,13 +410,11 @@ def test_requests_run_concurrently(server: FakeOpenAIServer, make) -> None:
     server.default = "slow"
     server.slow_s = 0.3
     labeler = make(batch_size=1, max_concurrency=4)
-    start = time.monotonic()
     texts = [f"message {i} - kill" for i in range(8)]
     result = labeler.label_batch(texts)
-    elapsed = time.monotonic() - start
     assert result.ok and server.requests == 8
+    # 4 requests were in flight at once at the server (each held 0.3 s), never more
     assert server.max_concurrency == 4 and labeler.stats()["max_in_flight"] == 4
-    assert 0.55 < elapsed < 2.0                          # 2 waves, not 8 waves of 0.3 s
 
 
 def test_huge_multiline_and_non_utf8_texts(server: FakeOpenAIServer, make) -> None:
