@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from hostile_checkpoint import write_hostile_checkpoint
-from test_bonus_integration import _learner, _minigrid_batch
+from minigrid_batches import minigrid_batch, minigrid_learner
 
 from explorer.app.rundir import create_run_dir
 from explorer.core.checkpoint import (
@@ -123,10 +123,10 @@ def test_every_bonus_text_reward_and_rng_state_round_trip_exactly(tmp_path: Path
                         else f"{{name: {name}, coef: 0.1}}" for name in registered_intrinsics())
     overrides = (f"intrinsic=[{bonuses}]", "text.source=babyai_mission",
                  "llm_labeler.labeler=rules")
-    learner = _learner(*overrides)
+    learner = minigrid_learner(*overrides)
     learner.text_reward.table.replace(np.array([text_id("a"), text_id("b")], np.int64),
                                       np.array([1.0, -0.5], np.float32), 3)
-    batch = _minigrid_batch()
+    batch = minigrid_batch()
     for _ in range(2):
         learner.train(batch)
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
@@ -137,7 +137,7 @@ def test_every_bonus_text_reward_and_rng_state_round_trip_exactly(tmp_path: Path
 
     loaded = load_checkpoint(save_checkpoint(tmp_path, 1, state))
     _assert_same(loaded, state)
-    fresh = _learner(*overrides)
+    fresh = minigrid_learner(*overrides)
     fresh.load_state_dict(loaded["learner"])
     _assert_same(fresh.state_dict(), state["learner"])
     restore_rng_state(loaded["rng"])

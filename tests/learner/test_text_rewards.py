@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from test_bonus_integration import B, T, _learner, _minigrid_batch
+from minigrid_batches import B, T, minigrid_batch, minigrid_learner
 
 from explorer.core.texts import text_id
 from learner.text_rewards import OniTextReward, RewardTable
@@ -61,12 +61,12 @@ def test_sentence_units_are_summed_and_hit_only_when_all_are_labelled() -> None:
 
 
 def test_text_reward_changes_the_advantages_and_checkpoints() -> None:
-    batch = _minigrid_batch()
+    batch = minigrid_batch()
     hashes = torch.where(torch.arange(T)[:, None] % 3 == 0, KILL, WALL).repeat(1, B)
     batch = dataclasses.replace(batch, text_hash=hashes[..., None],
                                 text_count=torch.ones(T, B, 1, dtype=torch.int32))
-    plain = _learner("learner.algo=ppo")
-    oni = _learner("learner.algo=ppo", "text.source=babyai_mission",
+    plain = minigrid_learner("learner.algo=ppo")
+    oni = minigrid_learner("learner.algo=ppo", "text.source=babyai_mission",
                    "llm_labeler.labeler=rules", "llm_labeler.coef=0.5")
     assert plain.text_reward is None and oni.text_reward is not None
     unlabelled = oni.advantages(batch)
@@ -75,7 +75,7 @@ def test_text_reward_changes_the_advantages_and_checkpoints() -> None:
     shift = oni.advantages(batch) - unlabelled
     assert shift.abs().max() > 0.1
     state = oni.state_dict()
-    fresh = _learner("learner.algo=ppo", "text.source=babyai_mission",
+    fresh = minigrid_learner("learner.algo=ppo", "text.source=babyai_mission",
                      "llm_labeler.labeler=rules", "llm_labeler.coef=0.5")
     fresh.load_state_dict(state)
     assert torch.allclose(fresh.advantages(batch), oni.advantages(batch))
