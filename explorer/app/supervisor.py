@@ -237,6 +237,11 @@ class Supervisor:
 
     def _start_learner(self) -> None:
         rollout_addr, weights_addr = self._bind_addresses()
+        # ipc paths and fixed tcp ports are known before the learner binds them: the actors
+        # can then start (import torch, build envs) while the learner does the same, and
+        # wait for its first weights; a free tcp port (0) is known only from its report.
+        if not (rollout_addr.endswith(":0") or weights_addr.endswith(":0")):
+            self.addresses = {"rollout": rollout_addr, "weights": weights_addr}
         args = LearnerArgs(
             cfg=self.cfg, env_spec=self.env_spec, run_dir=str(self.run_dir),
             rollout_address=rollout_addr, weights_address=weights_addr,
@@ -256,6 +261,12 @@ class Supervisor:
         if report is not None and report[0] == "ready":
             self.addresses = report[1]
         return report
+
+    def _start_actors(self) -> None:
+        for slot in self.actors:
+            self._start_actor(slot)
+        self._event(f"started {len(self.actors)} actors "
+                    f"({', '.join(str(s.process.pid) for s in self.actors)})")
 
     def _start_actor(self, slot: _ActorSlot) -> None:
         env_seed, torch_seed = self._seeds(slot.actor_id, slot.incarnation)
@@ -414,16 +425,16 @@ class Supervisor:
                     return RunResult(reason="labeler_failed", run_dir=self.run_dir,
                                      checkpoint=None, last_status={"error": str(err)})
             self._start_learner()
+            if self.addresses:  # known already: start-up of learner and actors overlaps
+                self._start_actors()
             ready = self._wait_ready()
             if ready is None:
                 return self._learner_failed()
             if ready[0] == "bad_checkpoint":
                 return RunResult(reason="bad_checkpoint", run_dir=self.run_dir,
                                  checkpoint=self.resume_path, last_status=ready[1])
-            for slot in self.actors:
-                self._start_actor(slot)
-            self._event(f"started {len(self.actors)} actors "
-                        f"({', '.join(str(s.process.pid) for s in self.actors)})")
+            if self.actors[0].process is None:
+                self._start_actors()
             self.reporter.start(self.cfg.total_env_steps)
             final = self._watch_until_final()
             if final is None:
