@@ -10,40 +10,24 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import zmq
 
+from actors.entry import ActorArgs  # re-exported: where it was before
 from actors.envs import StepResult, make_vec_env
 from actors.rollout import RolloutRing, RolloutStorage, ring_sets
 from actors.texts import TextCapture, make_text_source
 from explorer.core.networks import make_actor_critic, obs_to_torch
-from explorer.core.specs import EnvSpec, pack_episode_stats, weights_schema
+from explorer.core.specs import pack_episode_stats, weights_schema
 from explorer.core.tables import TableSubscriber
 from explorer.core.wire import KIND_ROLLOUT, DropCounter, Message, WireError, decode, encode
 
 __all__ = ["Actor", "ActorArgs", "ActorStopped", "actor_main"]
 
 _POLL_MS = 100
-
-
-@dataclass(frozen=True)
-class ActorArgs:
-    """Everything an actor process needs; picklable so it can cross ``spawn``."""
-
-    actor_id: int
-    cfg: Any
-    env_spec: EnvSpec
-    rollout_address: str
-    weights_address: str
-    env_seed: int
-    torch_seed: int
-    stop_event: Any
-    #: Shared array of ``time.monotonic()`` per actor id, read by the supervisor's watchdog.
-    heartbeats: Any = None
 
 
 class ActorStopped(Exception):

@@ -12,7 +12,6 @@ import queue
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +27,12 @@ from explorer.core.checkpoint import (
     save_checkpoint,
 )
 from explorer.core.sockets import bind
-from explorer.core.specs import EnvSpec, EpisodeStatsSpec, rollout_schema, unpack_episode_stats
+from explorer.core.specs import EpisodeStatsSpec, rollout_schema, unpack_episode_stats
 from explorer.core.tables import TableSubscriber
 from explorer.core.wire import KIND_WEIGHTS, DropCounter, Message, WireError, decode, encode
 from learner.algo import Learner, resolve_device
 from learner.batch import stack_rollouts
+from learner.entry import LearnerArgs  # re-exported: where it was before
 
 __all__ = ["LearnerArgs", "LearnerWorker", "learner_main"]
 
@@ -41,25 +41,6 @@ _REPUBLISH_S = 1.0
 _STATUS_S = 1.0
 _REPORT_TIMEOUT_S = 30.0
 _RETURN_WINDOW = 100
-
-
-@dataclass(frozen=True)
-class LearnerArgs:
-    """Everything the learner process needs; picklable so it can cross ``spawn``."""
-
-    cfg: Any
-    env_spec: EnvSpec
-    run_dir: str
-    rollout_address: str
-    weights_address: str
-    stop_event: Any
-    status_queue: Any
-    resume_path: str | None = None
-    #: Where the one final report (done/stopped) goes: an unbounded queue of its own, so a
-    #: full status queue cannot drop it. None: the status queue (a blocking put).
-    final_queue: Any = None
-    #: Where the labeler publishes reward tables (None: no labeler).
-    labeler_address: str | None = None
 
 
 class EpisodeStatsLog:

@@ -23,7 +23,6 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -32,6 +31,7 @@ from explorer.core.sockets import bind
 from explorer.core.tables import encode_table
 from explorer.core.texts import parse_texts_message, text_id
 from explorer.core.wire import MAX_META_ENTRIES
+from llm_labeler.entry import ServiceArgs  # re-exported: where it was before
 from llm_labeler.protocol import Label, LabelerError, as_sync
 from llm_labeler.queue import PendingQueue
 from llm_labeler.registry import make_labeler
@@ -52,19 +52,6 @@ _UNAVAILABLE = frozenset({"breaker_open", "connection", "timeout", "http_5xx", "
 #: whole reward table would be lost), so :meth:`LabelerService.stats` fits in it.
 META_BUDGET = MAX_META_ENTRIES
 _BREAKER_CODES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
-
-
-@dataclass(frozen=True)
-class ServiceArgs:
-    """Everything the labeler process needs; picklable so it can cross ``spawn``."""
-
-    cfg: Any  # LabelerConfig (the ``llm_labeler`` section)
-    store_path: str
-    texts_address: str
-    updates_address: str
-    stop_event: Any
-    status_queue: Any = None
-    seed: int = 0
 
 
 def _protected(key: str) -> bool:

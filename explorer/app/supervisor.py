@@ -21,12 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from actors.actor import ActorArgs, actor_main
+from actors.entry import ActorArgs, actor_process
 from explorer.app.progress import ProgressReporter
-from explorer.core.checkpoint import latest_checkpoint
 from explorer.core.specs import EnvSpec
-from learner.worker import LearnerArgs, learner_main
-from llm_labeler.service import ServiceArgs, labeler_main
+from learner.entry import LearnerArgs, learner_process
+from llm_labeler.entry import ServiceArgs, labeler_process
 
 __all__ = ["RunResult", "Supervisor"]
 
@@ -165,7 +164,7 @@ class Supervisor:
                            updates_address=slot.updates or lab.updates_address,
                            stop_event=self.stop_event, status_queue=self.status_queue,
                            seed=self.cfg.seed)
-        slot.process = self.ctx.Process(target=labeler_main, args=(args,), name="labeler")
+        slot.process = self.ctx.Process(target=labeler_process, args=(args,), name="labeler")
         _start_ignoring_sigint(slot.process)
         slot.restart_at = None
 
@@ -250,7 +249,7 @@ class Supervisor:
             resume_path=str(self.resume_path) if self.resume_path else None,
             labeler_address=self.labeler.updates or None,
         )
-        self.learner = self.ctx.Process(target=learner_main, args=(args,), name="learner")
+        self.learner = self.ctx.Process(target=learner_process, args=(args,), name="learner")
         _start_ignoring_sigint(self.learner)
         self._event(f"started learner (pid {self.learner.pid})")
 
@@ -277,7 +276,7 @@ class Supervisor:
             env_seed=env_seed, torch_seed=torch_seed, stop_event=self.stop_event,
             heartbeats=self.heartbeats,
         )
-        slot.process = self.ctx.Process(target=actor_main, args=(args,),
+        slot.process = self.ctx.Process(target=actor_process, args=(args,),
                                         name=f"actor-{slot.actor_id}")
         _start_ignoring_sigint(slot.process)
         slot.incarnation += 1
@@ -452,6 +451,8 @@ class Supervisor:
 
     def _learner_failed(self) -> RunResult:
         code = self.learner.exitcode if self.learner is not None else None
+        from explorer.core.checkpoint import latest_checkpoint  # imports torch: only here
+
         ckpt = latest_checkpoint(self.run_dir / "checkpoints")
         # exit code 0 without a final report cannot come from a finished run: say so apart
         what = "exited without its final report" if code == 0 else f"died (exit code {code})"

@@ -15,14 +15,23 @@ from typing import Any
 from actors.env_ids import env_id_problems
 from actors.texts import text_source_problems
 from explorer.core.config import Config, ConfigCheck, config_from_dict, load_config
-from explorer.intrinsic import intrinsic_problems
 from llm_labeler.registry import labeler_problems
 
 __all__ = ["RUN_CHECKS", "load_run_config", "run_config_from_dict"]
 
+def _intrinsic_problems(cfg: Config) -> list[str]:
+    """The bonus registry imports torch: read it only for a config that has bonuses, so a
+    plain run's command reaches its process spawns without it."""
+    if not cfg.intrinsic:
+        return []
+    from explorer.intrinsic import intrinsic_problems
+
+    return intrinsic_problems(cfg)
+
+
 #: Every registry check a run's config must pass.
 RUN_CHECKS: tuple[ConfigCheck, ...] = (env_id_problems, text_source_problems,
-                                       intrinsic_problems, labeler_problems)
+                                       _intrinsic_problems, labeler_problems)
 
 
 def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:

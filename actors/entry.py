@@ -1,0 +1,37 @@
+"""The actor process's arguments and entry point, light to import.
+
+The supervisor builds the arguments and starts the process without importing torch or the
+role's code: the child imports them itself, so the parent spawns every process sooner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from explorer.core.specs import EnvSpec
+
+__all__ = ["ActorArgs", "actor_process"]
+
+
+@dataclass(frozen=True)
+class ActorArgs:
+    """Everything an actor process needs; picklable so it can cross ``spawn``."""
+
+    actor_id: int
+    cfg: Any
+    env_spec: EnvSpec
+    rollout_address: str
+    weights_address: str
+    env_seed: int
+    torch_seed: int
+    stop_event: Any
+    #: Shared array of ``time.monotonic()`` per actor id, read by the supervisor's watchdog.
+    heartbeats: Any = None
+
+
+def actor_process(args: ActorArgs) -> None:
+    """``multiprocessing`` target: imports the role's code in the child, then runs it."""
+    from actors.actor import actor_main
+
+    actor_main(args)
