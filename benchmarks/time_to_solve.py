@@ -73,6 +73,7 @@ import shlex
 import shutil
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -237,8 +238,11 @@ def run_ours(explorer: list[str], task: Task, seed: int, budget_s: float,
     rec.curve = [(wall - t0, step, value) for wall, step, value in returns]
     if returns:
         rec.env_steps, rec.final_return = returns[-1][1], returns[-1][2]
+    # TensorBoard keeps float32: the learner stopped on a float64 mean >= target, whose
+    # float32 is >= float32(target) but may be < target itself (0.9 -> 0.89999998)
+    target32 = struct.unpack("f", struct.pack("f", task.target))[0]
     hit = next(((wall, step) for wall, step, value in returns
-                if value >= task.target and count_at.get(step, 0) >= WINDOW), None)
+                if value >= target32 and count_at.get(step, 0) >= WINDOW), None)
     if hit is not None:
         rec.wall_s_to_target, rec.env_steps_to_target = hit[0] - t0, hit[1]
         rec.solved = rec.wall_s_to_target <= budget_s
