@@ -21,7 +21,7 @@ from torch import nn
 
 from explorer.core.networks import make_actor_critic
 from explorer.core.specs import EnvSpec
-from learner.batch import Batch
+from learner.batch import Batch, take_transitions
 from learner.bonuses import BonusSet
 from learner.losses import (
     entropy_bonus,
@@ -56,14 +56,10 @@ class Stream:
 
     def select_samples(self, index: torch.Tensor) -> Stream:
         """Transitions ``index`` of the flattened (T*B) stream, as one step (1, n)."""
-        return Stream(*(_pick_samples(x, index) for x in (self.rewards, self.terminated,
-                                                          self.ended)),
+        steps = self.rewards.shape[0]
+        return Stream(*(take_transitions(x, index, steps)
+                        for x in (self.rewards, self.terminated, self.ended)),
                       self.gamma, self.coef, self.head)
-
-
-def _pick_samples(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """(T, B) -> (1, n): the flattened transitions ``index``."""
-    return x.reshape(-1)[index].unsqueeze(0)
 
 
 class TargetEstimator(Protocol):
@@ -142,13 +138,10 @@ class Learner:
         self.value_norm = ValueNormalizer(self.model) if self.cfg.normalize_values else None
         #: PPO with a feed-forward model shuffles single transitions into minibatches (as
         #: CleanRL); V-trace and recurrent cores need whole env columns (sequences).
+        # (the config refuses ``samples`` with APPO or a core: see its minibatch_split check)
         split = self.cfg.minibatch_split
         self.flat_minibatches = split == "samples" or (
             split == "auto" and self.cfg.algo == "ppo" and self.model.core is None)
-        if self.flat_minibatches and (self.cfg.algo != "ppo" or self.model.core is not None):
-            raise ValueError("learner.minibatch_split=samples needs learner.algo=ppo and "
-                             "learner.model.core=none (V-trace and a recurrent core need "
-                             "whole sequences)")
         self.policy_version = 0
         self.updates = 0
 
@@ -279,8 +272,9 @@ class Learner:
             order = torch.randperm(steps * envs, device=self.device)
             for index in order.chunk(min(self.cfg.minibatches, steps * envs)):
                 yield (batch.select_samples(index), [s.select_samples(index) for s in streams],
-                       [None if p is None else (_pick_samples(p[0], index),
-                                                _pick_samples(p[1], index)) for p in pre])
+                       [None if p is None else (take_transitions(p[0], index, steps),
+                                                take_transitions(p[1], index, steps))
+                        for p in pre])
             return
         order = torch.randperm(envs, device=self.device)
         for index in order.chunk(min(self.cfg.minibatches, envs)):

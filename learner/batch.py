@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from explorer.core.shapes import flatten_time_batch
 from explorer.core.wire import Message
 
-__all__ = ["Batch", "stack_rollouts"]
+__all__ = ["Batch", "stack_rollouts", "take_transitions"]
 
 
 @dataclass
@@ -58,8 +59,8 @@ class Batch:
         (PPO's GAE): nothing here links a transition to the next one."""
         steps, envs = self.actions.shape
 
-        def pick(x: torch.Tensor) -> torch.Tensor:  # (T, B, ...) -> (1, n, ...)
-            return x[:steps].reshape(steps * envs, *x.shape[2:])[index].unsqueeze(0)
+        def pick(x: torch.Tensor) -> torch.Tensor:
+            return take_transitions(x, index, steps)
 
         return Batch(
             obs={k: pick(v) for k, v in self.obs.items()},
@@ -82,6 +83,12 @@ class Batch:
                      None if v is None else v.to(device, non_blocking=True))
                  for k, v in fields.items()}
         return Batch(**moved)
+
+
+def take_transitions(x: torch.Tensor, index: torch.Tensor, steps: int) -> torch.Tensor:
+    """``(T[+1], B, ...)`` -> ``(1, n, ...)``: the transitions ``index`` of the first ``steps``
+    rows, flattened time-major (row ``t * B + b``), as a batch of one step."""
+    return flatten_time_batch(x[:steps])[index].unsqueeze(0)
 
 
 def _cat(messages: Sequence[Message], name: str, axis: int = 1) -> np.ndarray:

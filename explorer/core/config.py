@@ -554,6 +554,17 @@ def _check_ports(cfg: Config) -> list[str]:
     return []
 
 
+def _check_minibatch_split(cfg: Config) -> list[str]:
+    """Shuffled single transitions lose the sequences V-trace and a recurrent core need."""
+    learner = cfg.learner
+    if learner.minibatch_split == "samples" and (learner.algo != "ppo"
+                                                  or learner.model.core != "none"):
+        return ["learner.minibatch_split: 'samples' needs learner.algo=ppo and "
+                "learner.model.core=none (V-trace and a recurrent core need whole sequences; "
+                "use 'envs' or 'auto')"]
+    return []
+
+
 def _check_labeler(cfg: Config) -> list[str]:
     """A labeler needs texts to label and fixed addresses when external (its name is checked
     against the labeler registry by the app, which may import ``llm_labeler``)."""
@@ -579,7 +590,7 @@ def _validate(data: Any, checks: Sequence[ConfigCheck] = ()) -> tuple[Config, li
     """Build a :class:`Config` from ``data``; return it with every problem found."""
     problems: list[str] = []
     cfg = _build(Config, data, "", problems)
-    for check in (_check_ports, _check_labeler, *checks):
+    for check in (_check_ports, _check_minibatch_split, _check_labeler, *checks):
         problems += check(cfg)
     return cfg, problems
 

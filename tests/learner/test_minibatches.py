@@ -8,6 +8,7 @@ import pytest
 import torch
 from minigrid_batches import minigrid_batch, minigrid_learner
 
+from explorer.core.config import ConfigError
 from learner.algo import Learner
 
 
@@ -48,8 +49,10 @@ def test_auto_split_follows_the_algorithm_and_core() -> None:
     assert minigrid_learner("learner.algo=ppo").flat_minibatches
     assert not minigrid_learner("learner.algo=appo").flat_minibatches
     assert not minigrid_learner("learner.algo=ppo", "learner.model.core=gru").flat_minibatches
-    with pytest.raises(ValueError, match=r"minibatch_split=samples needs learner\.algo=ppo"):
-        minigrid_learner("learner.algo=appo", "learner.minibatch_split=samples")
+    for conflict in ("learner.algo=appo", "learner.model.core=gru"):
+        with pytest.raises(ConfigError, match=r"^learner\.minibatch_split: 'samples' needs "
+                                              r"learner\.algo=ppo and learner\.model\.core="):
+            minigrid_learner(conflict, "learner.minibatch_split=samples")
 
 
 def test_sample_minibatches_train_every_transition_each_epoch() -> None:
