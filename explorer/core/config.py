@@ -44,6 +44,7 @@ __all__ = [
     "ModelConfig",
     "TextConfig",
     "WireConfig",
+    "config_field",
     "config_from_dict",
     "config_to_dict",
     "format_config",
@@ -83,6 +84,11 @@ def _field(default: Any, **rules: Any) -> Any:
         raise TypeError(f"unknown config field rule(s) {', '.join(unknown)}; "
                         f"known: {', '.join(sorted(_RULE_NAMES))}")
     return field(default=default, metadata=rules)
+
+
+#: Public name of :func:`_field` for config schemas defined outside this module (e.g. the
+#: novelty-search schema of ``explorer search``), which share its validation rules.
+config_field = _field
 
 
 # --------------------------------------------------------------------------- schema
@@ -433,13 +439,14 @@ def _dotted_keys(cls: type) -> tuple[str, ...]:
     return tuple(keys)
 
 
-def _unknown_key(prefix: str, key: str, valid: Sequence[str]) -> str:
-    """Message for an unknown key, suggesting the nearest valid one."""
+def _unknown_key(prefix: str, key: str, valid: Sequence[str], schema: type | None = None) -> str:
+    """Message for an unknown key, suggesting the nearest valid one (in ``schema``, the root
+    dataclass, default :class:`Config`)."""
     dotted = _join(prefix, key)
     near = difflib.get_close_matches(key, valid, n=1)
     if near:
         return f"unknown key {dotted!r}; did you mean {_join(prefix, near[0])!r}?"
-    elsewhere = [k for k in _dotted_keys(Config) if k.rsplit(".", 1)[-1] == key]
+    elsewhere = [k for k in _dotted_keys(schema or Config) if k.rsplit(".", 1)[-1] == key]
     if elsewhere:
         return f"unknown key {dotted!r}; did you mean {elsewhere[0]!r}?"
     return f"unknown key {dotted!r}; valid keys: {', '.join(sorted(valid))}"
@@ -514,26 +521,29 @@ def _sequence_item_dataclass(hint: Any) -> type | None:
     return None
 
 
-def _build(cls: type[T], data: Any, prefix: str, problems: list[str]) -> T:
-    """Build dataclass ``cls`` from ``data``, appending problems; bad values keep defaults."""
+def _build(cls: type[T], data: Any, prefix: str, problems: list[str],
+           schema: type | None = None) -> T:
+    """Build dataclass ``cls`` from ``data``, appending problems; bad values keep defaults.
+    ``schema`` is the root dataclass (for suggestions), default :class:`Config`."""
     if not isinstance(data, Mapping):
         problems.append(f"{prefix or 'config'}: expected mapping, got {_show(data)}")
         return cls()
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    problems += [_unknown_key(prefix, str(key), list(fields)) for key in data if key not in fields]
+    problems += [_unknown_key(prefix, str(key), list(fields), schema)
+                 for key in data if key not in fields]
     values: dict[str, Any] = {}
     for name, value in data.items():
         if name not in fields:
             continue
         key, hint = _join(prefix, name), hints[name]
         if dataclasses.is_dataclass(hint):
-            values[name] = _build(hint, value, key, problems)
+            values[name] = _build(hint, value, key, problems, schema)
             continue
         item_cls = _sequence_item_dataclass(hint)
         if item_cls is not None:
             if isinstance(value, list | tuple):
-                values[name] = tuple(_build(item_cls, item, f"{key}[{i}]", problems)
+                values[name] = tuple(_build(item_cls, item, f"{key}[{i}]", problems, schema)
                                      for i, item in enumerate(value))
             else:
                 problems.append(f"{key}: expected a list of mappings, got {_show(value)}")
@@ -586,11 +596,14 @@ def _check_labeler(cfg: Config) -> list[str]:
 ConfigCheck = Callable[["Config"], list[str]]
 
 
-def _validate(data: Any, checks: Sequence[ConfigCheck] = ()) -> tuple[Config, list[str]]:
-    """Build a :class:`Config` from ``data``; return it with every problem found."""
+def _validate(data: Any, checks: Sequence[ConfigCheck] = (),
+              schema: type = Config) -> tuple[Any, list[str]]:
+    """Build a ``schema`` (default :class:`Config`) from ``data``; return it with every
+    problem found. The run checks below apply to :class:`Config` only."""
     problems: list[str] = []
-    cfg = _build(Config, data, "", problems)
-    for check in (_check_ports, _check_minibatch_split, _check_labeler, *checks):
+    cfg = _build(schema, data, "", problems, schema)
+    own = (_check_ports, _check_minibatch_split, _check_labeler) if schema is Config else ()
+    for check in (*own, *checks):
         problems += check(cfg)
     return cfg, problems
 
@@ -598,8 +611,9 @@ def _validate(data: Any, checks: Sequence[ConfigCheck] = ()) -> tuple[Config, li
 # --------------------------------------------------------------------------- overrides
 
 
-def _apply_override(data: dict[str, Any], override: str) -> str | None:
-    """Set ``a.b.c=value`` into raw config ``data``; return a problem message or ``None``."""
+def _apply_override(data: dict[str, Any], override: str, schema: type = Config) -> str | None:
+    """Set ``a.b.c=value`` into raw config ``data`` (of root dataclass ``schema``); return a
+    problem message or ``None``."""
     key, sep, text = override.partition("=")
     parts = key.strip().split(".")
     if not sep or not all(parts):
@@ -608,11 +622,11 @@ def _apply_override(data: dict[str, Any], override: str) -> str | None:
         value = _parse_yaml(text)
     except yaml.YAMLError as exc:
         return f"override {override!r}: invalid YAML value: {_yaml_problem(exc)}"
-    cls: Any = Config
+    cls: Any = schema
     for depth, part in enumerate(parts):
         hints = get_type_hints(cls)
         if part not in hints:
-            problem = _unknown_key(".".join(parts[:depth]), part, list(hints))
+            problem = _unknown_key(".".join(parts[:depth]), part, list(hints), schema)
             return f"override {override!r}: {problem}"
         hint = hints[part]
         if dataclasses.is_dataclass(hint):
@@ -633,12 +647,14 @@ def _apply_override(data: dict[str, Any], override: str) -> str | None:
 # --------------------------------------------------------------------------- public API
 
 
-def config_from_dict(data: Mapping[str, Any], checks: Sequence[ConfigCheck] = ()) -> Config:
+def config_from_dict(data: Mapping[str, Any], checks: Sequence[ConfigCheck] = (),
+                     schema: type = Config) -> Any:
     """Build and validate a :class:`Config` from a (possibly partial) nested mapping.
 
     Args:
         data: Nested mapping mirroring the dataclasses; missing keys take their defaults.
         checks: Further checks (registries of envs, labelers, bonuses) run after the schema.
+        schema: Root dataclass (default :class:`Config`; ``explorer search`` has its own).
 
     Returns:
         The validated configuration.
@@ -646,7 +662,7 @@ def config_from_dict(data: Mapping[str, Any], checks: Sequence[ConfigCheck] = ()
     Raises:
         ConfigError: Listing every problem found, one per line.
     """
-    cfg, problems = _validate(data, checks)
+    cfg, problems = _validate(data, checks, schema)
     if problems:
         raise ConfigError(problems)
     return cfg
@@ -667,7 +683,7 @@ def _plain(value: Any) -> Any:
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = (),
-                checks: Sequence[ConfigCheck] = ()) -> Config:
+                checks: Sequence[ConfigCheck] = (), schema: type = Config) -> Any:
     """Load a YAML config file, apply ``key=value`` overrides, and validate the result.
 
     Args:
@@ -675,6 +691,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (),
         overrides: Strings like ``learner.lr=3e-4`` or ``env.envpool_kwargs.foo=1``; each value
             is parsed as YAML, with ``3e-4``-style numbers read as floats.
         checks: Further checks (registries of envs, labelers, bonuses) run after the schema.
+        schema: Root dataclass (default :class:`Config`; ``explorer search`` has its own).
 
     Returns:
         The validated configuration.
@@ -696,8 +713,8 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (),
         data = {} if data is None else data
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping, got {_show(data)}")
-    problems = [p for p in (_apply_override(data, o) for o in overrides) if p]
-    cfg, invalid = _validate(data, checks)
+    problems = [p for p in (_apply_override(data, o, schema) for o in overrides) if p]
+    cfg, invalid = _validate(data, checks, schema)
     if problems or invalid:
         raise ConfigError(problems + invalid)
     return cfg
