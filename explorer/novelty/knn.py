@@ -1,0 +1,144 @@
+"""Incremental exact k-nearest-neighbour search over a growing set of descriptors.
+
+Novelty search queries a few hundred descriptors per generation against an archive that only
+grows. pyribs' ``ProximityArchive`` rebuilds a KD-tree over the whole archive on every add,
+O(N log N) per generation. Here additions are O(1) amortised:
+
+* ``kdtree`` (low dimension): a SciPy ``cKDTree`` over the bulk of the points plus a small
+  tail of recent points searched by brute force; the tree is rebuilt only when the tail grows
+  past ``rebuild_fraction`` of the tree (a logarithmic-method batch rebuild).
+* ``faiss``: ``explorer.memory.EmbeddingMemory`` (an exact flat FAISS index), for wider
+  descriptors (e.g. STAX latents) where trees lose to brute force.
+
+Shapes: N = stored points, Q = queries, D = ``dim``, k = neighbours. Distances are Euclidean.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+__all__ = ["KNN_BACKENDS", "IncrementalKNN", "brute_force_knn"]
+
+KNN_BACKENDS = ("auto", "kdtree", "faiss")
+_AUTO_KDTREE_MAX_DIM = 8
+_MIN_TAIL = 512
+
+
+def brute_force_knn(queries: np.ndarray, points: np.ndarray, k: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Reference k-NN by full distance matrix: ``(Q, k)`` float64 distances and int64 ids,
+    nearest first; missing neighbours are ``inf`` / ``-1``."""
+    queries = np.asarray(queries, np.float64)
+    points = np.asarray(points, np.float64)
+    q = len(queries)
+    dist = np.full((q, k), np.inf)
+    ids = np.full((q, k), -1, np.int64)
+    if len(points) == 0 or q == 0:
+        return dist, ids
+    full = np.sqrt(((queries[:, None, :] - points[None, :, :]) ** 2).sum(-1))  # (Q, N)
+    m = min(k, len(points))
+    order = np.argsort(full, axis=1, kind="stable")[:, :m]
+    dist[:, :m] = np.take_along_axis(full, order, axis=1)
+    ids[:, :m] = order
+    return dist, ids
+
+
+def _merge(d1: np.ndarray, i1: np.ndarray, d2: np.ndarray, i2: np.ndarray, k: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """k smallest of two neighbour lists per row (``(Q, k1)`` + ``(Q, k2)`` -> ``(Q, k)``)."""
+    d = np.concatenate([d1, d2], axis=1)
+    i = np.concatenate([i1, i2], axis=1)
+    order = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d, order, axis=1), np.take_along_axis(i, order, axis=1)
+
+
+class IncrementalKNN:
+    """Exact k-NN over points that are only ever appended (ids are insertion order).
+
+    Args:
+        dim: D, the descriptor width.
+        backend: ``kdtree``, ``faiss`` or ``auto`` (``kdtree`` up to D = 8).
+        rebuild_fraction: ``kdtree`` only: rebuild the tree once the brute-force tail holds
+            this fraction of the tree's points (at least 512 points).
+    """
+
+    def __init__(self, dim: int, *, backend: str = "auto", rebuild_fraction: float = 0.25
+                 ) -> None:
+        if backend not in KNN_BACKENDS:
+            raise ValueError(f"unknown kNN backend {backend!r}; valid: {list(KNN_BACKENDS)}")
+        if dim <= 0:
+            raise ValueError(f"dim must be positive; got {dim}")
+        if backend == "auto":
+            backend = "kdtree" if dim <= _AUTO_KDTREE_MAX_DIM else "faiss"
+        self.dim, self.backend = int(dim), backend
+        self.rebuild_fraction = float(rebuild_fraction)
+        self._points = np.zeros((256, self.dim), np.float64)  # (capacity, D), grows x2
+        self._n = 0
+        self._tree: cKDTree | None = None
+        self._n_tree = 0
+        self._memory: Any = None
+        if backend == "faiss":
+            from explorer.memory.index import EmbeddingMemory
+
+            self._memory = EmbeddingMemory(self.dim, kind="flat", metric="l2", use_gpu=False)
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def points(self) -> np.ndarray:
+        """``(N, D)`` float64 view of the stored points (do not modify)."""
+        return self._points[: self._n]
+
+    def add(self, points: np.ndarray) -> None:
+        """Appends ``(M, D)`` points; they get ids ``N .. N + M - 1``."""
+        points = np.asarray(points, np.float64).reshape(-1, self.dim)
+        if not len(points):
+            return
+        need = self._n + len(points)
+        if need > len(self._points):
+            grown = np.zeros((max(need, 2 * len(self._points)), self.dim), np.float64)
+            grown[: self._n] = self._points[: self._n]
+            self._points = grown
+        self._points[self._n: need] = points
+        self._n = need
+        if self._memory is not None:
+            self._memory.add(points.astype(np.float32))
+        elif need - self._n_tree > max(_MIN_TAIL, self.rebuild_fraction * self._n_tree):
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._tree = cKDTree(self._points[: self._n].copy())
+        self._n_tree = self._n
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """k nearest stored points of each query, nearest first.
+
+        Args:
+            queries: ``(Q, D)`` floats.
+            k: Neighbours per query (>= 1).
+
+        Returns:
+            distances ``(Q, k)`` float64 (Euclidean) and ids ``(Q, k)`` int64; missing
+            neighbours (fewer than k stored) are ``inf`` and ``-1``.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1; got {k}")
+        queries = np.asarray(queries, np.float64).reshape(-1, self.dim)
+        if self._memory is not None:
+            if self._n == 0:
+                return brute_force_knn(queries, self.points, k)
+            d2, ids = self._memory.search(queries.astype(np.float32), k)
+            dist = np.sqrt(np.maximum(d2.astype(np.float64), 0.0))
+            return np.where(ids < 0, np.inf, dist), ids
+        dist, ids = brute_force_knn(queries, self._points[self._n_tree: self._n], k)
+        ids = np.where(ids >= 0, ids + self._n_tree, -1)
+        if self._tree is not None and self._n_tree:
+            td, ti = self._tree.query(queries, k=k)
+            td, ti = td.reshape(len(queries), k), ti.reshape(len(queries), k)
+            ti = np.where(np.isinf(td), -1, ti).astype(np.int64)
+            dist, ids = _merge(td, ti, dist, ids, k)
+        return dist, ids
