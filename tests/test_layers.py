@@ -8,7 +8,8 @@ import grimp
 
 #: Package-level nodes, top layer first; an edge may only point to a later entry (or a sibling
 #: of the same layer for none of them: the three process roles are independent).
-LAYERS = (("explorer.app",), ("actors", "learner", "llm_labeler"), ("explorer.intrinsic",),
+LAYERS = (("explorer.app",), ("actors", "learner", "llm_labeler"),
+          ("explorer.intrinsic", "explorer.novelty"),
           ("explorer.memory",), ("explorer.core",))
 NODES = tuple(node for layer in LAYERS for node in layer)
 
