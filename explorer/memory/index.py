@@ -11,16 +11,18 @@ Shapes: N = vectors added, Q = queries, D = ``dim``, k = neighbours. Distances a
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import warnings
+import zipfile
 from typing import Any
 
 import faiss
 import numpy as np
 
-__all__ = ["INDEX_KINDS", "METRICS", "EmbeddingMemory"]
+__all__ = ["INDEX_KINDS", "METRICS", "CorruptMemoryError", "EmbeddingMemory"]
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 METRICS = ("l2", "ip")
@@ -28,6 +30,14 @@ METRICS = ("l2", "ip")
 _FAISS_METRIC = {"l2": faiss.METRIC_L2, "ip": faiss.METRIC_INNER_PRODUCT}
 _GPU_MAX_K = 2048  # FAISS GPU indexes answer at most this many neighbours
 _MIN_POINTS_PER_CENTROID = 39  # below this FAISS warns that k-means is under-trained
+
+
+class CorruptMemoryError(ValueError):
+    """A saved memory whose bytes do not match their checksum or do not parse as an index."""
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _gpu_count() -> int:
@@ -43,7 +53,27 @@ def _as_matrix(x: Any, dim: int, name: str) -> np.ndarray:
     x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
     if x.ndim != 2 or x.shape[1] != dim:
         raise ValueError(f"{name} must have shape (N, {dim}); got {x.shape}")
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():  # FAISS would store / answer garbage without a word
+        rows = np.flatnonzero(~finite)
+        raise ValueError(f"{name} hold NaN or inf in {len(rows)} of {len(x)} rows (first: "
+                         f"{rows[:5].tolist()})")
     return x
+
+
+def _deserialize(data: bytes, sha256: str | None, dim: int) -> faiss.Index:
+    """Index bytes -> FAISS index, checked first: FAISS's reader trusts its input."""
+    if sha256 is not None and _digest(data) != sha256:
+        raise CorruptMemoryError(f"saved memory index ({len(data)} bytes) fails its sha256 "
+                                 f"checksum: the file is damaged or truncated")
+    try:
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8).copy())
+    except RuntimeError as err:
+        raise CorruptMemoryError(f"saved memory index does not parse: "
+                                 f"{str(err).splitlines()[0]}") from None
+    if index.d != dim:
+        raise CorruptMemoryError(f"saved memory index has dim {index.d}, its config {dim}")
+    return index
 
 
 def _as_ids(x: Any) -> np.ndarray:
@@ -251,8 +281,9 @@ class EmbeddingMemory:
             than k stored, or not found by an approximate index) have id -1 and distance
             ``inf`` (``l2``) or ``-inf`` (``ip``).
         """
-        if k < 1:
-            raise ValueError(f"k must be >= 1; got {k}")
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"k must be an int >= 1; got {k!r}")
+        k = int(k)
         queries = _as_matrix(queries, self.dim, "queries")
         missing = np.inf if self.metric == "l2" else -np.inf
         if len(self) == 0 or len(queries) == 0:
@@ -297,17 +328,24 @@ class EmbeddingMemory:
     def state_dict(self) -> dict[str, Any]:
         """Config, serialised CPU index and id counter; plain values only (``bytes``, not an
         array), so checkpoints holding a memory load with ``torch.load(weights_only=True)``."""
-        return {"config": self._config(), "index": faiss.serialize_index(self._cpu).tobytes(),
+        index = faiss.serialize_index(self._cpu).tobytes()
+        return {"config": self._config(), "index": index, "sha256": _digest(index),
                 "ivf_trained": self._ivf_trained, "next_id": self._next_id}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restores ``state_dict`` output of a memory with the same dim / kind / metric."""
+        """Restores ``state_dict`` output of a memory with the same dim / kind / metric.
+
+        Raises:
+            ValueError: The saved memory has another dim / kind / metric.
+            CorruptMemoryError: The index bytes fail their checksum, do not parse, or parse as
+                an index that does not match the saved config.
+        """
         config = dict(state["config"])
         for key in ("dim", "kind", "metric"):
             if config[key] != getattr(self, key):
                 raise ValueError(f"saved memory has {key}={config[key]!r}, this one "
                                  f"{getattr(self, key)!r}")
-        index = faiss.deserialize_index(np.frombuffer(state["index"], dtype=np.uint8).copy())
+        index = _deserialize(bytes(state["index"]), state.get("sha256"), self.dim)
         self.nlist, self.nprobe = int(config["nlist"]), int(config["nprobe"])
         self.ivf_train_size = int(config["ivf_train_size"])
         self._cpu = index
@@ -322,7 +360,7 @@ class EmbeddingMemory:
         state = self.state_dict()
         buffer = io.BytesIO()
         np.savez(buffer, index=np.frombuffer(state["index"], dtype=np.uint8),
-                 config=np.array(json.dumps(state["config"])),
+                 config=np.array(json.dumps(state["config"])), sha256=np.array(state["sha256"]),
                  ivf_trained=np.array(state["ivf_trained"]), next_id=np.array(state["next_id"]))
         with open(path, "wb") as file:
             file.write(buffer.getvalue())
@@ -338,11 +376,19 @@ class EmbeddingMemory:
 
         Returns:
             The memory, with the saved vectors, ids and config.
+
+        Raises:
+            CorruptMemoryError: The file is not a saved memory, or its index is damaged.
         """
-        with np.load(path, allow_pickle=False) as data:
-            config = json.loads(str(data["config"]))
-            state = {"config": config, "index": data["index"],
-                     "ivf_trained": bool(data["ivf_trained"]), "next_id": int(data["next_id"])}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                config = json.loads(str(data["config"]))
+                state = {"config": config, "index": data["index"].tobytes(),
+                         "sha256": str(data["sha256"]) if "sha256" in data else None,
+                         "ivf_trained": bool(data["ivf_trained"]),
+                         "next_id": int(data["next_id"])}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            raise CorruptMemoryError(f"{path}: not a saved memory ({err})") from None
         memory = cls(**config, use_gpu=use_gpu)
         memory.load_state_dict(state)
         return memory

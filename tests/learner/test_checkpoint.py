@@ -117,9 +117,9 @@ def _draws() -> tuple[float, list[float], list[float]]:
 
 @pytest.mark.timeout(300)
 def test_every_bonus_text_reward_and_rng_state_round_trip_exactly(tmp_path: Path) -> None:
-    """Every registered bonus (NGU past its FAISS threshold), the text reward table and the
+    """Every registered bonus (NGU past its first ring size), the text reward table and the
     RNG states survive save -> weights-only load -> load_state_dict unchanged."""
-    bonuses = ", ".join("{name: ngu, coef: 0.1, kwargs: {faiss_threshold: 2}}" if name == "ngu"
+    bonuses = ", ".join("{name: ngu, coef: 0.1, kwargs: {initial_slots: 2}}" if name == "ngu"
                         else f"{{name: {name}, coef: 0.1}}" for name in registered_intrinsics())
     overrides = (f"intrinsic=[{bonuses}]", "text.source=babyai_mission",
                  "llm_labeler.labeler=rules")

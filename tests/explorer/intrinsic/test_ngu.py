@@ -13,6 +13,7 @@ import explorer.intrinsic.ngu  # noqa: F401  (registers "ngu")
 from explorer.intrinsic.base import IntrinsicReward, make_intrinsic
 from explorer.intrinsic.ngu import NGUBonus, kernel_bonus
 from explorer.memory import EmbeddingMemory
+from explorer.memory.index import _digest
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -39,11 +40,13 @@ def one_env(batch_of, *codes: int, start: bool = True, env_id: int = 0):
     return batch
 
 
-def numpy_ngu(phi: np.ndarray, k: int, horizon: int = 1000) -> np.ndarray:
-    """Algorithm 1 of NGU for one episode ``phi`` (T+1, E) -> (T,) bonuses."""
+def numpy_ngu(phi: np.ndarray, k: int, horizon: int = 1000, capacity: int = 10**9
+              ) -> np.ndarray:
+    """Algorithm 1 of NGU for one episode ``phi`` (T+1, E) -> (T,) bonuses; the memory keeps
+    the newest ``capacity`` embeddings."""
     memory, dist_mean, count, out = [phi[0]], 0.0, 0, []
     for x in phi[1:]:
-        d2 = np.sort(((np.stack(memory) - x) ** 2).sum(axis=1))[:k]
+        d2 = np.sort(((np.stack(memory[-capacity:]) - x) ** 2).sum(axis=1))[:k]
         count = min(count + 1, horizon)
         dist_mean += (d2.mean() - dist_mean) / count
         normalized = np.maximum(d2 / dist_mean - 8e-3, 0.0)
@@ -79,14 +82,17 @@ def test_protocol_and_seeding(batch_of) -> None:
     assert not torch.equal(out, NGUBonus(SPEC, 4, seed=4, **SMALL).compute(batch))
 
 
-@pytest.mark.parametrize("threshold", [1000, 3])
-def test_matches_numpy_algorithm(batch_of, threshold: int) -> None:
+@pytest.mark.parametrize(("initial_slots", "capacity"), [(1000, 1000), (2, 1000), (2, 5)])
+def test_matches_numpy_algorithm(batch_of, initial_slots: int, capacity: int) -> None:
+    """Growing the ring (2 slots doubling) and capping it (FIFO of 5) keep NGU's algorithm."""
     batch = walk(batch_of, seed=1, steps=12, envs=1)
-    bonus = NGUBonus(SPEC, 4, k=3, faiss_threshold=threshold, **SMALL)
+    bonus = NGUBonus(SPEC, 4, k=3, initial_slots=initial_slots, memory_capacity=capacity,
+                     **SMALL)
     out = bonus.compute(batch)[:, 0].numpy()
-    expected = numpy_ngu(bonus.embed(batch.obs)[:, 0].double().numpy(), k=3)
-    np.testing.assert_allclose(out, expected, rtol=1e-4)
-    assert isinstance(bonus.memories[0], EmbeddingMemory) == (threshold == 3)
+    phi = bonus.embed(batch.obs)[:, 0].double().numpy()
+    np.testing.assert_allclose(out, numpy_ngu(phi, k=3, capacity=capacity), rtol=1e-4)
+    vectors, count = bonus.memories[0]
+    assert count == 13 and len(vectors) == min(13, capacity)
 
 
 def test_revisits_lower_the_bonus_and_episode_start_restores_it(batch_of) -> None:
@@ -100,28 +106,43 @@ def test_revisits_lower_the_bonus_and_episode_start_restores_it(batch_of) -> Non
     assert fresh[0] > 2 * continued[0]
 
 
-def test_faiss_memories_match_torch_and_stay_bounded(batch_of) -> None:
+def test_grown_memories_match_and_stay_bounded(batch_of) -> None:
     batch = walk(batch_of, seed=2, steps=40, envs=3)
     batch.mask[20, 1] = 0.0  # obs[21] of env 1 starts an episode
     batch.episode_start[21, 1] = True
-    small = NGUBonus(SPEC, 4, faiss_threshold=1000, **SMALL)
-    big = NGUBonus(SPEC, 4, faiss_threshold=4, **SMALL)
-    torch.testing.assert_close(big.compute(batch), small.compute(batch), rtol=1e-4, atol=1e-6)
-    assert all(isinstance(m, EmbeddingMemory) for m in big.memories.values())
-    assert [len(m) for m in big.memories.values()] == [41, 20, 41]
-    assert [len(m) for m in small.memories.values()] == [41, 20, 41]
-    capped = NGUBonus(SPEC, 4, faiss_threshold=4, memory_capacity=10, **SMALL)
+    wide = NGUBonus(SPEC, 4, initial_slots=1000, **SMALL)
+    grown = NGUBonus(SPEC, 4, initial_slots=4, **SMALL)
+    torch.testing.assert_close(grown.compute(batch), wide.compute(batch), rtol=1e-4, atol=1e-6)
+    assert [len(v) for v, _ in grown.memories.values()] == [41, 20, 41]
+    capped = NGUBonus(SPEC, 4, initial_slots=4, memory_capacity=10, **SMALL)
     capped.compute(batch)
-    assert [len(m) for m in capped.memories.values()] == [10, 10, 10]
+    assert [(len(v), n) for v, n in capped.memories.values()] == [(10, 41), (10, 20), (10, 41)]
+
+
+def test_loads_checkpoints_of_the_faiss_memories(batch_of) -> None:
+    """A checkpoint from before the ring (a flat FAISS memory per env, consecutive ids)
+    resumes with the same vectors, oldest first."""
+    vectors = torch.randn(6, 8)
+    old = EmbeddingMemory(8, use_gpu=False)
+    old.add(vectors.numpy())
+    old.remove([0])  # the capped FIFO dropped the oldest
+    bonus = NGUBonus(SPEC, 4, **SMALL)
+    state = bonus.state_dict()
+    state["memories"] = {0: old.state_dict(), 1: vectors[:2].clone()}
+    assert state["memories"][0]["sha256"] == _digest(state["memories"][0]["index"])
+    bonus.load_state_dict(state)
+    got, count = bonus.memories[0]
+    assert torch.equal(got, vectors[1:]) and count == 5
+    assert torch.equal(bonus.memories[1][0], vectors[:2]) and bonus.memories[1][1] == 2
 
 
 def test_batches_continue_per_env_id(batch_of) -> None:
     whole = walk(batch_of, seed=3, steps=20, envs=4)
     whole.mask[7, 1] = 0.0
     whole.episode_start[8, 1] = True
-    expected = NGUBonus(SPEC, 4, faiss_threshold=6, **SMALL).compute(whole)
+    expected = NGUBonus(SPEC, 4, initial_slots=6, **SMALL).compute(whole)
     assert expected[7, 1] == 0.0
-    bonus = NGUBonus(SPEC, 4, faiss_threshold=6, **SMALL)
+    bonus = NGUBonus(SPEC, 4, initial_slots=6, **SMALL)
     first = dataclasses.replace(whole, obs={"obs": whole.obs["obs"][:11]},
                                 actions=whole.actions[:10], mask=whole.mask[:10],
                                 episode_start=whole.episode_start[:11])
@@ -131,8 +152,10 @@ def test_batches_continue_per_env_id(batch_of) -> None:
                                  episode_start=whole.episode_start[10:, order].clone(),
                                  env_ids=whole.env_ids[order])
     second.episode_start[0] = False
-    torch.testing.assert_close(bonus.compute(first), expected[:10])
-    torch.testing.assert_close(bonus.compute(second), expected[10:, order])
+    # distances as |v|^2 - 2 v.x + |x|^2: rounding depends on the ring's allocated size
+    torch.testing.assert_close(bonus.compute(first), expected[:10], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(bonus.compute(second), expected[10:, order], rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_masked_steps_get_zero(batch_of) -> None:
@@ -168,13 +191,13 @@ def test_state_dict_round_trip(batch_of) -> None:
     first, second = walk(batch_of, seed=0), walk(batch_of, seed=1)
     first.episode_start[0, :4] = False  # envs 0..3 continue; envs 4..7 start
     second.episode_start[0] = False
-    bonus = NGUBonus(SPEC, 4, seed=0, faiss_threshold=8, **SMALL)
+    bonus = NGUBonus(SPEC, 4, seed=0, initial_slots=8, **SMALL)
     bonus.compute(walk(batch_of, seed=2, steps=4))  # envs 0..7 hold 5 embeddings
-    bonus.compute(first)  # envs 0..3 now have 21 (FAISS), envs 4..7 have 17 (FAISS)
+    bonus.compute(first)  # envs 0..3 now have 21 (grown past 8 slots), envs 4..7 have 17
     bonus.update(first)
-    other = NGUBonus(SPEC, 4, seed=1, faiss_threshold=8, **SMALL)
+    other = NGUBonus(SPEC, 4, seed=1, initial_slots=8, **SMALL)
     other.load_state_dict(bonus.state_dict())
-    assert [len(m) for m in other.memories.values()] == [21] * 4 + [17] * 4
+    assert [len(v) for v, _ in other.memories.values()] == [21] * 4 + [17] * 4
     assert torch.equal(other.compute(second), bonus.compute(second))
     assert other.update(second) == bonus.update(second)
     assert torch.equal(other.compute(second), bonus.compute(second))
@@ -182,5 +205,4 @@ def test_state_dict_round_trip(batch_of) -> None:
     tiny.compute(first)
     copy = NGUBonus(SPEC, 4, seed=0, **SMALL)
     copy.load_state_dict(tiny.state_dict())
-    assert all(isinstance(m, torch.Tensor) for m in copy.memories.values())
     assert torch.equal(copy.compute(second), tiny.compute(second))

@@ -172,3 +172,95 @@ def test_gpu_replica_matches_cpu() -> None:
     d_cpu, i_cpu = cpu.search(queries, 5)
     assert np.array_equal(i_gpu, i_cpu)
     np.testing.assert_allclose(d_gpu, d_cpu, rtol=1e-4, atol=1e-4)
+
+
+def clustered_data(count: int, seed: int, dim: int = 32, sigma: float = 0.7) -> np.ndarray:
+    """Points around 200 fixed Gaussian centres (unit scale) with noise ``sigma``: embeddings
+    have such structure, which is what IVF's coarse clustering relies on."""
+    centres = random_data(200, 123, dim)
+    rng = np.random.default_rng(seed)
+    noise = sigma * rng.standard_normal((count, dim))
+    return (centres[rng.integers(0, 200, count)] + noise).astype(np.float32)
+
+
+@pytest.mark.parametrize(("kind", "options", "make"), [
+    # IVF on clustered data (sigma 0.7, 200 centres): recall 0.986 at nprobe=8. On structureless
+    # N(0, I) data, IVF's worst case, nlist=64 / nprobe=16 reaches only 0.77.
+    ("ivf", {"nlist": 64, "nprobe": 8}, clustered_data),
+    # HNSW holds even on structureless N(0, I) data: 0.972
+    ("hnsw", {"hnsw_m": 32, "hnsw_ef_construction": 40, "hnsw_ef_search": 64}, random_data),
+])
+def test_recall_at_10_against_exact(kind: str, options: dict, make) -> None:
+    """Recall@10 >= 0.95 against exact search: 20k seeded 32-d vectors, 200 queries, l2; IVF
+    trained once on all 20k (``ivf_train_size``)."""
+    data, queries = make(20_000, 0, dim=32), make(200, 1, dim=32)
+    memory = EmbeddingMemory(32, kind=kind, use_gpu=False, ivf_train_size=20_000, **options)
+    memory.add(data)
+    if kind == "ivf":
+        assert isinstance(memory.index, faiss.IndexIVFFlat)
+    exact = EmbeddingMemory(32, kind="flat", use_gpu=False)
+    exact.add(data)
+    _, truth = exact.search(queries, 10)
+    _, found = memory.search(queries, 10)
+    assert recall(found, truth) >= 0.95
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_vectors_and_queries_are_refused(bad: float) -> None:
+    memory = EmbeddingMemory(DIM, use_gpu=False)
+    data = random_data(5, 0)
+    data[3, 2] = bad
+    with pytest.raises(ValueError, match=r"NaN or inf in 1 of 5 rows \(first: \[3\]\)"):
+        memory.add(data)
+    assert len(memory) == 0  # nothing half-added
+    memory.add(random_data(5, 1))
+    with pytest.raises(ValueError, match="queries hold NaN or inf"):
+        memory.search(data, 2)
+
+
+def test_wrong_dimension_and_bad_k_name_the_problem() -> None:
+    memory = EmbeddingMemory(DIM, use_gpu=False)
+    with pytest.raises(ValueError, match=rf"vectors must have shape \(N, {DIM}\); got \(4, 3\)"):
+        memory.add(random_data(4, 0, dim=3))
+    memory.add(random_data(4, 0))
+    with pytest.raises(ValueError, match=r"queries must have shape"):
+        memory.search(random_data(4, 0)[0], 2)  # (D,), not (1, D)
+    for k in (0, 2.5, True):
+        with pytest.raises(ValueError, match="k must be an int >= 1"):
+            memory.search(random_data(1, 0), k)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_k_larger_than_the_memory_is_defined(kind: str) -> None:
+    memory = EmbeddingMemory(DIM, kind=kind, nlist=4, use_gpu=False)
+    data = random_data(300, 0)
+    memory.add(data)
+    distances, ids = memory.search(data[:3], 1000)
+    assert ids.shape == (3, 1000) and (ids[:, 300:] == -1).all()
+    assert np.isposinf(distances[:, 300:]).all()
+    if kind == "flat":
+        assert (np.sort(ids[:, :300], axis=1) == np.arange(300)).all()
+
+
+def test_corrupt_saved_memory_is_a_clear_error(tmp_path) -> None:
+    from explorer.memory import CorruptMemoryError
+
+    memory = EmbeddingMemory(DIM, kind="ivf", nlist=4, use_gpu=False)
+    memory.add(random_data(400, 0))
+    state = memory.state_dict()
+    flipped = bytearray(state["index"])
+    flipped[len(flipped) // 2] ^= 0xFF
+    with pytest.raises(CorruptMemoryError, match="checksum"):
+        EmbeddingMemory(DIM, kind="ivf").load_state_dict({**state, "index": bytes(flipped)})
+    # no checksum (an old state): FAISS's parse error becomes ours
+    with pytest.raises(CorruptMemoryError, match="does not parse"):
+        EmbeddingMemory(DIM, kind="ivf").load_state_dict(
+            {**state, "index": state["index"][:40], "sha256": None})
+    path = tmp_path / "memory.npz"
+    memory.save(path)
+    path.write_bytes(path.read_bytes()[:-100])  # truncated file
+    with pytest.raises(CorruptMemoryError, match=r"memory\.npz"):
+        EmbeddingMemory.load(path, use_gpu=False)
+    path.write_bytes(b"not a memory")
+    with pytest.raises(CorruptMemoryError):
+        EmbeddingMemory.load(path, use_gpu=False)
