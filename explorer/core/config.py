@@ -148,6 +148,10 @@ class ModelConfig:
     #: Size knobs of the torso, passed to its class as keywords; ``nethack`` takes
     #: ``embed_dim``, ``full_map``, ``crop_size``, ``blstats_dim``, ``message_dim``.
     encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: Give the value head its own torso (CleanRL's PPO) instead of sharing the policy's:
+    #: on DoorKey-5x5 a shared MLP torso needed 1.35x the env steps (benchmarks/RESULTS.md).
+    #: Feed-forward models only (``core: none``).
+    separate_critic: bool = False
 
 
 @dataclass(frozen=True)
@@ -575,6 +579,15 @@ def _check_minibatch_split(cfg: Config) -> list[str]:
     return []
 
 
+def _check_separate_critic(cfg: Config) -> list[str]:
+    """A separate critic torso has no recurrent core of its own."""
+    model = cfg.learner.model
+    if model.separate_critic and model.core != "none":
+        return ["learner.model.separate_critic: needs learner.model.core=none (the critic's "
+                "own torso has no recurrent core; share the torso with a GRU)"]
+    return []
+
+
 def _check_labeler(cfg: Config) -> list[str]:
     """A labeler needs texts to label and fixed addresses when external (its name is checked
     against the labeler registry by the app, which may import ``llm_labeler``)."""
@@ -602,7 +615,8 @@ def _validate(data: Any, checks: Sequence[ConfigCheck] = (),
     problem found. The run checks below apply to :class:`Config` only."""
     problems: list[str] = []
     cfg = _build(schema, data, "", problems, schema)
-    own = (_check_ports, _check_minibatch_split, _check_labeler) if schema is Config else ()
+    own = ((_check_ports, _check_minibatch_split, _check_separate_critic, _check_labeler)
+           if schema is Config else ())
     for check in (*own, *checks):
         problems += check(cfg)
     return cfg, problems

@@ -48,6 +48,9 @@ IGNORED_KEYS = frozenset({"mission"})
 
 MINIGRID_NUM_DIRECTIONS = 4
 
+# Integer scalar keys the MLP encoder reads one-hot: key -> number of categories.
+ONE_HOT_KEYS = {"direction": MINIGRID_NUM_DIRECTIONS}
+
 # nle.nethack.MAX_GLYPH (NLE 1.x); glyph id MAX_GLYPH itself is NO_GLYPH (blank, crop padding).
 NETHACK_MAX_GLYPH = 5976
 
@@ -83,7 +86,8 @@ def _used_keys(obs_spec: ObsSpec) -> list[str]:
 
 
 class MlpEncoder(nn.Module):
-    """Flattens and concatenates all used keys (cast to float), then 2 tanh layers.
+    """Flattens and concatenates all used keys (cast to float; ``ONE_HOT_KEYS`` one-hot),
+    then 2 tanh layers.
 
     Input: dict of ``(N, *shape)`` tensors. Output: ``(N, hidden_size)``.
     """
@@ -105,7 +109,12 @@ class MlpEncoder(nn.Module):
                 f"mlp encoder needs at least one observation key besides {sorted(IGNORED_KEYS)}; "
                 f"got spec {obs_spec}"
             )
-        in_size = sum(math.prod(obs_spec[k][0]) for k in self.in_keys)
+        # small integer categories (MiniGrid's direction) enter one-hot, not as one number:
+        # a scalar direction cost 1.2x the env steps on DoorKey-5x5 (benchmarks/RESULTS.md)
+        self.one_hot = {k: n for k, n in ONE_HOT_KEYS.items()
+                        if k in self.in_keys and tuple(obs_spec[k][0]) in ((), (1,))
+                        and np.issubdtype(np.dtype(obs_spec[k][1]), np.integer)}
+        in_size = sum(self.one_hot.get(k) or math.prod(obs_spec[k][0]) for k in self.in_keys)
         self.out_size = hidden_size
         self.net = nn.Sequential(
             layer_init(nn.Linear(in_size, hidden_size)),
@@ -123,9 +132,14 @@ class MlpEncoder(nn.Module):
         Returns:
             ``(N, hidden_size)`` features.
         """
-        # each (N, prod(shape))
-        parts = [obs[k].reshape(len(obs[k]), -1).float() for k in self.in_keys]
+        parts = [self._flat(k, obs[k]) for k in self.in_keys]  # each (N, width of k)
         return self.net(torch.cat(parts, dim=1))
+
+    def _flat(self, key: str, x: Tensor) -> Tensor:
+        """One key as ``(N, width)`` floats: one-hot for the category keys, else flattened."""
+        if key in self.one_hot:
+            return nn.functional.one_hot(x.reshape(-1).long(), self.one_hot[key]).float()
+        return x.reshape(len(x), -1).float()
 
 
 class MiniGridEncoder(nn.Module):
@@ -536,6 +550,7 @@ class ActorCritic(nn.Module):
 
     Attributes:
         encoder: The observation encoder.
+        critic_encoder: The value head's own encoder (``separate_critic``), else ``None``.
         core: ``nn.GRUCell`` or ``None``.
         core_size: Core state width H (0 without a core).
     """
@@ -573,6 +588,14 @@ class ActorCritic(nn.Module):
             self.core_size = features = cfg.core_size
         self.policy = layer_init(nn.Linear(features, num_actions), gain=0.01)
         self.num_value_heads = num_value_heads
+        # CleanRL's PPO gives the critic its own torso: the value loss then cannot pull the
+        # policy's features around (fewer env steps to solve small tasks with an MLP)
+        self.critic_encoder: nn.Module | None = None
+        if getattr(cfg, "separate_critic", False):
+            if self.core is not None:
+                raise ValueError("separate_critic needs a feed-forward model (core 'none')")
+            self.critic_encoder = build_encoder(obs_spec, cfg.kind, cfg.hidden_size,
+                                                getattr(cfg, "encoder_kwargs", None))
         self.value = layer_init(nn.Linear(features, num_value_heads), gain=1.0)
         # Running statistics of value targets per head: the head predicts normalised values and
         # forward() returns them on the return scale. Buffers, so actors get them with weights.
@@ -611,7 +634,9 @@ class ActorCritic(nn.Module):
             logits ``(T, B, A)``, values ``(T, B, V)``, next core state ``(B, H)``.
         """
         steps, batch = episode_start.shape
-        x = self.encoder(flatten_obs(obs, self.encoder.in_keys))  # (T*B, F)
+        flat = flatten_obs(obs, self.encoder.in_keys)
+        x = self.encoder(flat)  # (T*B, F)
+        value_x = x if self.critic_encoder is None else self.critic_encoder(flat)  # (T*B, F)
         if self.core is not None:
             x = unflatten_time_batch(x, steps, batch)  # (T, B, F)
             keep = (~episode_start.bool()).unsqueeze(-1).to(x.dtype)  # (T, B, 1)
@@ -621,9 +646,9 @@ class ActorCritic(nn.Module):
                 state = self.core(x[t], state * keep[t])  # (B, H)
                 outputs.append(state)
             core_state = state
-            x = flatten_time_batch(torch.stack(outputs))  # (T*B, H)
+            x = value_x = flatten_time_batch(torch.stack(outputs))  # (T*B, H)
         logits = unflatten_time_batch(self.policy(x), steps, batch)  # (T, B, A)
-        values = unflatten_time_batch(self.value(x), steps, batch)  # (T, B, V) normalised
+        values = unflatten_time_batch(self.value(value_x), steps, batch)  # (T, B, V) normalised
         values = values * self.value_std + self.value_mean
         return logits, values, core_state
 

@@ -388,3 +388,9 @@ def test_unknown_text_source_names_the_key() -> None:
     (line,) = problems(overrides=["text.source=nethack_mesage"])
     assert line.startswith("text.source: unknown text source 'nethack_mesage'; "
                            "did you mean 'nethack_message'?")
+
+
+def test_separate_critic_with_a_core_is_one_line() -> None:
+    with pytest.raises(ConfigError, match=r"^learner\.model\.separate_critic: needs "
+                                          r"learner\.model\.core=none"):
+        run_config_from_dict({"learner": {"model": {"separate_critic": True, "core": "gru"}}})

@@ -41,6 +41,7 @@ class Cfg:
     hidden_size: int = 32
     core: str = "none"
     core_size: int = 16
+    separate_critic: bool = False
 
 
 def make_obs(spec: ObsSpec, steps: int, batch: int, seed: int = 0) -> dict[str, Tensor]:
@@ -132,6 +133,50 @@ def test_mlp_ignores_mission() -> None:
     obs["mission"] = torch.randint(0, 256, (T, B, 96), dtype=torch.uint8)
     logits2, _, _ = model(obs, model.initial_state(B), episode_start)
     torch.testing.assert_close(logits, logits2)
+
+
+def test_mlp_reads_direction_one_hot() -> None:
+    """Direction 3 is not "three times direction 1": each direction has its own weights."""
+    encoder = MlpEncoder(MINIGRID, hidden_size=8)
+    first = encoder.net[0]
+    assert first.in_features == 7 * 7 * 3 + 4
+    image = torch.zeros(4, 7, 7, 3, dtype=torch.uint8)
+    direction = torch.arange(4, dtype=torch.int32)
+    parts = encoder._flat("direction", direction)
+    torch.testing.assert_close(parts, torch.eye(4))
+    out = encoder({"image": image, "direction": direction})
+    assert out.shape == (4, 8)
+    # with a zero image, each direction's features come from its own column of the first layer
+    expected = torch.tanh(encoder.net[2](torch.tanh(first.weight[:, :4].T + first.bias)))
+    torch.testing.assert_close(out, expected)
+
+
+def test_separate_critic_has_its_own_torso() -> None:
+    """The value loss must not move the policy's features, and the policy loss not the
+    critic's: each torso gets gradients from its own head only."""
+    torch.manual_seed(0)
+    model = ActorCritic(MINIGRID, A, Cfg(kind="mlp", separate_critic=True))
+    assert model.critic_encoder is not None and model.critic_encoder is not model.encoder
+    obs, start = make_obs(MINIGRID, T, B), torch.zeros(T, B, dtype=torch.bool)
+    _, values, _ = model(obs, model.initial_state(B), start)
+    values.sum().backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert all(p.grad.abs().sum() > 0 for p in model.critic_encoder.parameters())
+    model.zero_grad(set_to_none=True)
+    logits, _, _ = model(obs, model.initial_state(B), start)
+    logits.logsumexp(-1).sum().backward()
+    assert all(p.grad is None for p in model.critic_encoder.parameters())
+    assert all(p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+
+
+def test_shared_torso_is_the_default() -> None:
+    model = ActorCritic(MINIGRID, A, Cfg(kind="mlp"))
+    assert model.critic_encoder is None
+
+
+def test_separate_critic_refuses_a_core() -> None:
+    with pytest.raises(ValueError, match="separate_critic needs a feed-forward model"):
+        ActorCritic(MINIGRID, A, Cfg(kind="mlp", core="gru", separate_critic=True))
 
 
 def test_gru_reset_matches_fresh_run() -> None:
