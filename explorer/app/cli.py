@@ -1,4 +1,4 @@
-"""``explorer`` command line: ``run``, ``eval``, ``show-config`` and ``labeler ...``.
+"""``explorer`` command line: ``run``, ``eval``, ``search``, ``show-config`` and ``labeler ...``.
 
 Errors in user input (config keys, values, paths) are printed as one line per problem and exit
 with status 2 — never a traceback.
@@ -126,6 +126,63 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_search_config(path: str | Path | None, overrides: list[str]):
+    from explorer.core.config import load_config
+    from explorer.novelty.config import SearchConfig, search_config_problems
+
+    return load_config(path, overrides, checks=(search_config_problems,), schema=SearchConfig)
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from explorer.core.checkpoint import latest_checkpoint
+
+    path, overrides = _split_args(args.items)
+    argv = sys.argv[1:]
+    if args.show_config:
+        if args.resume:
+            path = str(Path(args.resume) / "config.yaml")
+        print(format_config(_load_search_config(path, overrides)), end="")
+        return 0
+    from explorer.app.rundir import create_run_dir, record_resume
+    from explorer.app.search import SearchRun
+
+    if args.resume:
+        if path is not None:
+            raise UsageError("with --resume, give only overrides: the run's config.yaml is used")
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise UsageError(f"--resume {run_dir}: no config.yaml there (is it a run directory?)")
+        ckpt = latest_checkpoint(run_dir / "checkpoints")
+        if ckpt is None:
+            raise UsageError(f"--resume {run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
+        cfg = _load_search_config(run_dir / "config.yaml", overrides)
+        record_resume(run_dir, cfg, argv)
+    else:
+        if path is None:
+            raise UsageError("give a config file, e.g. `explorer search configs/hardmaze_ns.yaml`")
+        cfg, ckpt = _load_search_config(path, overrides), None
+        run_dir = create_run_dir(cfg, argv)
+    search = SearchRun(cfg, run_dir, resume_path=ckpt, quiet=args.quiet)
+    console = search.reporter.console
+    console.print(f"run directory: {run_dir}" + (f" (resuming from {ckpt.name})" if ckpt else ""))
+    console.print(f"watch it live: tensorboard --logdir {run_dir / 'tb'}")
+    try:
+        result = search.run()
+    except Exception as err:
+        from explorer.core.checkpoint import CheckpointError
+
+        if isinstance(err, CheckpointError):
+            raise UsageError(str(err)) from None
+        raise
+    best = f"{result.best_fitness:.3f}" if result.best_fitness > float("-inf") else "n/a"
+    console.print(f"{result.reason}: {result.evaluations:,} evaluations, coverage "
+                  f"{100 * result.coverage:.1f}%, best reward {best}, goal reached "
+                  f"{result.goal_evals} times; checkpoint {result.checkpoint}")
+    if result.reason in ("stopped", "done") and result.checkpoint:
+        console.print(f"continue with: explorer search --resume {run_dir} budget=N")
+    return result.exit_code
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="explorer", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -149,6 +206,16 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--random-baseline", action="store_true",
                           help="also run uniform-random actions on the same envs and seed")
     evaluate.set_defaults(func=_cmd_eval)
+    search = sub.add_parser("search", help="novelty search / SERENE / STAX with parallel "
+                            "evaluation workers, from a YAML config")
+    search.add_argument("items", nargs="*", metavar="CONFIG [KEY=VALUE ...]",
+                        help="config file, then dotted overrides such as novelty.sigma=0.1")
+    search.add_argument("--resume", metavar="RUN_DIR", help="continue a search from its "
+                        "newest checkpoint (overrides still apply, e.g. budget=200000)")
+    search.add_argument("--show-config", action="store_true",
+                        help="print the fully resolved search config and exit")
+    search.add_argument("--quiet", action="store_true", help="no progress line")
+    search.set_defaults(func=_cmd_search)
     from llm_labeler.cli import add_labeler_subcommands
 
     add_labeler_subcommands(sub)

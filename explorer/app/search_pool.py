@@ -1,0 +1,235 @@
+"""Evaluation workers of ``explorer search``: started, fed and watched from one place.
+
+The driver binds a ROUTER; each worker (``evaluator-{i}``, an actor process) connects a DEALER
+and is sent one task (a slice of the batch) at a time. A worker that dies (kill -9, crash) or
+stops beating is restarted with back-off, as the run supervisor restarts actors, and the task it
+held goes back to the queue: every genome of a batch is evaluated exactly once in the result,
+nothing is lost. Messages are validated wire frames; a malformed one is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import shutil
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from actors.evaluator_entry import EvaluatorArgs, evaluator_process
+from explorer.app.supervisor import _start_ignoring_sigint
+from explorer.core.sockets import bind
+from explorer.core.wire import DropCounter, Message, WireError, decode, encode
+from explorer.novelty.config import SearchConfig
+from explorer.novelty.protocol import KIND_EVAL_TASK, result_schema
+
+__all__ = ["EvalBatch", "EvaluationPool", "WorkersFailed"]
+
+_POLL_MS = 50
+_STARTUP_GRACE_S = 120.0
+
+
+class WorkersFailed(RuntimeError):
+    """Every worker used up its restarts: the search cannot go on."""
+
+
+@dataclass
+class EvalBatch:
+    """Results of one batch, in the order of the genomes."""
+
+    fitness: np.ndarray  # (B,)
+    positions: np.ndarray  # (B, 2) maze units
+    reached: np.ndarray  # (B,) bool
+    frames: np.ndarray | None  # (B, H, H) uint8
+    env_steps: int
+
+
+@dataclass
+class _Slot:
+    worker_id: int
+    process: Any = None
+    incarnation: int = 0
+    restarts: int = 0
+    restart_at: float | None = None
+    started_at: float = 0.0
+    identity: bytes | None = None
+    task: np.ndarray | None = field(default=None, repr=False)  # ids in flight
+
+
+class EvaluationPool:
+    """N evaluation worker processes behind ``evaluate(genomes)``.
+
+    Args:
+        cfg: The search config (workers, env, controller).
+        genome_size: G.
+        frames: Whether workers send final frames (STAX).
+        on_event: Called with one line per start / crash / restart.
+    """
+
+    def __init__(self, cfg: SearchConfig, genome_size: int, frames: bool,
+                 on_event: Callable[[str], None] = print) -> None:
+        self.cfg, self.genome_size, self.frames = cfg, int(genome_size), bool(frames)
+        self.on_event = on_event
+        self._mp = mp.get_context("spawn")
+        self.stop_event = self._mp.Event()
+        n = cfg.workers.num_procs
+        self.heartbeats = self._mp.Array("d", n, lock=False)
+        self.slots = [_Slot(i) for i in range(n)]
+        self.dropped = DropCounter()
+        self.restarts = 0
+        self._schema = result_schema(cfg.env.frame_size)
+        self._zmq = zmq.Context()
+        self._sock = self._zmq.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._ipc_dir: str | None = None
+        if cfg.workers.transport == "ipc":
+            self._ipc_dir = tempfile.mkdtemp(prefix="explorer-search-")
+            self.address = bind(self._sock, f"ipc://{self._ipc_dir}/eval")
+        else:
+            self.address = bind(self._sock, "tcp://127.0.0.1:0")
+
+    # -- processes ----------------------------------------------------------------------
+    def start(self) -> None:
+        for slot in self.slots:
+            self._start(slot)
+        self.on_event(f"started {len(self.slots)} evaluation workers "
+                      f"({', '.join(str(s.process.pid) for s in self.slots)})")
+
+    def _start(self, slot: _Slot) -> None:
+        c = self.cfg
+        args = EvaluatorArgs(
+            worker_id=slot.worker_id, incarnation=slot.incarnation, address=self.address,
+            env_id=c.env.id, max_episode_steps=c.env.max_episode_steps,
+            hidden_sizes=(c.controller.hidden_size,) * c.controller.hidden_layers,
+            frame_size=c.env.frame_size, frames=self.frames, stop_event=self.stop_event,
+            heartbeats=self.heartbeats)
+        slot.process = self._mp.Process(target=evaluator_process, args=(args,),
+                                        name=f"evaluator-{slot.worker_id}")
+        _start_ignoring_sigint(slot.process)
+        slot.incarnation += 1
+        slot.identity, slot.restart_at, slot.started_at = None, None, time.monotonic()
+
+    def _watch(self, queue: deque) -> None:
+        """Restart dead or silent workers; their tasks go back to the front of ``queue``."""
+        now, w = time.monotonic(), self.cfg.workers
+        for slot in self.slots:
+            if slot.restart_at is not None:
+                if now >= slot.restart_at:
+                    self._start(slot)
+                    self.on_event(f"restarted evaluator-{slot.worker_id} (restart "
+                                  f"{slot.restarts}, pid {slot.process.pid})")
+                continue
+            proc = slot.process
+            if proc.exitcode is None:
+                beat = self.heartbeats[slot.worker_id]
+                timeout = w.heartbeat_timeout_s if beat >= slot.started_at else max(
+                    w.heartbeat_timeout_s, _STARTUP_GRACE_S)
+                if now - max(beat, slot.started_at) > timeout:
+                    self.on_event(f"evaluator-{slot.worker_id} (pid {proc.pid}) gave no "
+                                  f"heartbeat for {timeout:.0f}s; killing it")
+                    proc.kill()
+                    proc.join(5)
+                continue
+            if slot.task is not None:
+                queue.appendleft(slot.task)
+                self.on_event(f"evaluator-{slot.worker_id} died with {len(slot.task)} genomes "
+                              "in flight: they are evaluated again")
+                slot.task = None
+            if slot.restarts >= w.max_restarts:
+                continue
+            slot.restarts += 1
+            self.restarts += 1
+            delay = w.restart_backoff_s * 2 ** min(slot.restarts - 1, 6)
+            slot.restart_at = now + delay
+            self.on_event(f"evaluator-{slot.worker_id} (pid {proc.pid}) died with exit code "
+                          f"{proc.exitcode}; restarting in {delay:.1f}s")
+        if all(s.restart_at is None and s.process.exitcode is not None for s in self.slots):
+            raise WorkersFailed(f"all {len(self.slots)} evaluation workers died and used up "
+                                f"workers.max_restarts={w.max_restarts}")
+
+    # -- evaluation ---------------------------------------------------------------------
+    def _task_size(self, batch: int) -> int:
+        size = self.cfg.workers.task_size
+        return size or max(1, -(-batch // (2 * len(self.slots))))
+
+    def evaluate(self, genomes: np.ndarray) -> EvalBatch:
+        """Evaluates ``(B, G)`` genomes on the workers; blocks until all are done.
+
+        Raises:
+            WorkersFailed: No worker is left to evaluate them.
+        """
+        genomes = np.ascontiguousarray(genomes, np.float64)
+        b, size = len(genomes), self._task_size(len(genomes))
+        queue = deque(np.array_split(np.arange(b), range(size, b, size)))
+        fitness, positions = np.zeros(b), np.zeros((b, 2))
+        reached = np.zeros(b, bool)
+        frames = np.zeros((b, self.cfg.env.frame_size, self.cfg.env.frame_size), np.uint8) \
+            if self.frames else None
+        done = np.zeros(b, bool)
+        env_steps = 0
+        while not done.all():
+            for slot in self.slots:
+                if queue and slot.identity is not None and slot.task is None \
+                        and slot.process.exitcode is None:
+                    ids = queue.popleft()
+                    slot.task = ids
+                    task = Message(kind=KIND_EVAL_TASK, arrays={"ids": ids.astype(np.int64),
+                                                                "genomes": genomes[ids]})
+                    self._sock.send_multipart([slot.identity, *encode(task)])
+            if self._sock.poll(_POLL_MS):
+                identity, *frames_in = self._sock.recv_multipart(copy=False)
+                result = self._receive(identity.bytes, frames_in)
+                if result is not None:
+                    ids = result.arrays["ids"]
+                    fitness[ids] = result.arrays["fitness"]
+                    positions[ids] = result.arrays["positions"]
+                    reached[ids] = result.arrays["reached"]
+                    if frames is not None:
+                        frames[ids] = result.arrays["frames"]
+                    done[ids] = True
+                    env_steps += result.env_steps
+            self._watch(queue)
+        return EvalBatch(fitness, positions, reached, frames, env_steps)
+
+    def _receive(self, identity: bytes, frames: list) -> Message | None:
+        """The result a worker sent for its task, or None (hello, stale, malformed: dropped)."""
+        try:
+            msg = decode(frames, self._schema)
+        except WireError as err:
+            self.dropped.record(err)
+            return None
+        slot = next((s for s in self.slots if s.worker_id == msg.actor_id), None)
+        if slot is None or msg.meta.get("incarnation") != slot.incarnation - 1:
+            self.dropped.record(WireError("stale", f"result from {identity!r}"))
+            return None
+        if slot.identity is None:  # its hello: ready for a task
+            slot.identity = identity
+            return None
+        ids = msg.arrays["ids"]
+        if slot.task is None or not np.array_equal(ids, slot.task):
+            self.dropped.record(WireError("unexpected_ids", f"ids from worker {msg.actor_id}"))
+            return None
+        if self.frames and "frames" not in msg.arrays:
+            self.dropped.record(WireError("missing_array", "frames"))
+            return None
+        slot.task = None
+        return msg
+
+    def close(self) -> None:
+        """Stops every worker and releases the socket; safe to call twice."""
+        self.stop_event.set()
+        for slot in self.slots:
+            if slot.process is not None and slot.process.pid is not None:
+                slot.process.join(5)
+                if slot.process.is_alive():
+                    slot.process.terminate()
+                    slot.process.join(1)
+        self._sock.close(0)
+        self._zmq.term()
+        if self._ipc_dir:
+            shutil.rmtree(self._ipc_dir, ignore_errors=True)
