@@ -5,8 +5,8 @@ grows. pyribs' ``ProximityArchive`` rebuilds a KD-tree over the whole archive on
 O(N log N) per generation. Here additions are O(1) amortised:
 
 * ``kdtree`` (low dimension): a SciPy ``cKDTree`` over the bulk of the points plus a small
-  tail of recent points searched by brute force; the tree is rebuilt only when the tail grows
-  past ``rebuild_fraction`` of the tree (a logarithmic-method batch rebuild).
+  tree over the tail of recent points (cheap to rebuild); the big tree is rebuilt only when
+  the tail grows past ``rebuild_fraction`` of it, so its cost is amortised over many adds.
 * ``faiss``: ``explorer.memory.EmbeddingMemory`` (an exact flat FAISS index), for wider
   descriptors (e.g. STAX latents) where trees lose to brute force.
 
@@ -24,7 +24,7 @@ __all__ = ["KNN_BACKENDS", "IncrementalKNN", "brute_force_knn"]
 
 KNN_BACKENDS = ("auto", "kdtree", "faiss")
 _AUTO_KDTREE_MAX_DIM = 8
-_MIN_TAIL = 512
+_MIN_TAIL = 256
 
 
 def brute_force_knn(queries: np.ndarray, points: np.ndarray, k: int
@@ -40,7 +40,12 @@ def brute_force_knn(queries: np.ndarray, points: np.ndarray, k: int
         return dist, ids
     full = np.sqrt(((queries[:, None, :] - points[None, :, :]) ** 2).sum(-1))  # (Q, N)
     m = min(k, len(points))
-    order = np.argsort(full, axis=1, kind="stable")[:, :m]
+    if m < len(points):  # k smallest unordered, then order only those
+        part = np.argpartition(full, m - 1, axis=1)[:, :m]
+        pd = np.take_along_axis(full, part, axis=1)
+        order = np.take_along_axis(part, np.argsort(pd, axis=1, kind="stable"), axis=1)
+    else:
+        order = np.argsort(full, axis=1, kind="stable")
     dist[:, :m] = np.take_along_axis(full, order, axis=1)
     ids[:, :m] = order
     return dist, ids
@@ -62,10 +67,10 @@ class IncrementalKNN:
         dim: D, the descriptor width.
         backend: ``kdtree``, ``faiss`` or ``auto`` (``kdtree`` up to D = 8).
         rebuild_fraction: ``kdtree`` only: rebuild the tree once the brute-force tail holds
-            this fraction of the tree's points (at least 512 points).
+            this fraction of the tree's points (at least 256 points).
     """
 
-    def __init__(self, dim: int, *, backend: str = "auto", rebuild_fraction: float = 0.25
+    def __init__(self, dim: int, *, backend: str = "auto", rebuild_fraction: float = 0.05
                  ) -> None:
         if backend not in KNN_BACKENDS:
             raise ValueError(f"unknown kNN backend {backend!r}; valid: {list(KNN_BACKENDS)}")
@@ -78,6 +83,7 @@ class IncrementalKNN:
         self._points = np.zeros((256, self.dim), np.float64)  # (capacity, D), grows x2
         self._n = 0
         self._tree: cKDTree | None = None
+        self._tail_tree: cKDTree | None = None
         self._n_tree = 0
         self._memory: Any = None
         if backend == "faiss":
@@ -105,6 +111,7 @@ class IncrementalKNN:
             self._points = grown
         self._points[self._n: need] = points
         self._n = need
+        self._tail_tree = None
         if self._memory is not None:
             self._memory.add(points.astype(np.float32))
         elif need - self._n_tree > max(_MIN_TAIL, self.rebuild_fraction * self._n_tree):
@@ -134,8 +141,15 @@ class IncrementalKNN:
             d2, ids = self._memory.search(queries.astype(np.float32), k)
             dist = np.sqrt(np.maximum(d2.astype(np.float64), 0.0))
             return np.where(ids < 0, np.inf, dist), ids
-        dist, ids = brute_force_knn(queries, self._points[self._n_tree: self._n], k)
-        ids = np.where(ids >= 0, ids + self._n_tree, -1)
+        tail = self._points[self._n_tree: self._n]
+        if len(tail) > k:  # a small tree over the tail, rebuilt only after adds
+            if self._tail_tree is None:
+                self._tail_tree = cKDTree(tail.copy())
+            dist, ids = self._tail_tree.query(queries, k=k)
+            dist, ids = dist.reshape(len(queries), k), ids.reshape(len(queries), k)
+        else:
+            dist, ids = brute_force_knn(queries, tail, k)
+        ids = np.where(np.isfinite(dist), ids + self._n_tree, -1).astype(np.int64)
         if self._tree is not None and self._n_tree:
             td, ti = self._tree.query(queries, k=k)
             td, ti = td.reshape(len(queries), k), ti.reshape(len(queries), k)
