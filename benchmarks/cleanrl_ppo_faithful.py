@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import ast
 import collections
+import copy
 import dataclasses
 import inspect
 import itertools
@@ -124,6 +125,17 @@ class Args:
     quiet: bool = False
     """no progress lines on stderr"""
 
+    # Ablation arguments (off: CleanRL's ppo.py): one difference of our system at a time
+    shared_torso: bool = False
+    """one 64x64 torso under both heads (ours before learner.model.separate_critic)"""
+    scalar_direction: bool = False
+    """MiniGrid's direction as one float instead of one-hot (our MLP before the fix)"""
+    policy_lag: int = 0
+    """act with the weights from this many updates ago (our actors run one update behind)"""
+    lag_correction: bool = False
+    """decoupled PPO: clip around the current policy, weight by pi/pi_actor, GAE from the
+    current critic (our learner.ppo_lag_correction)"""
+
     # filled in at runtime
     batch_size: int = 0
     """the batch size (computed in runtime)"""
@@ -165,18 +177,19 @@ def process_start_time() -> float:
         return _IMPORTED_AT
 
 
-def flatten_obs(obs: Any) -> np.ndarray:
+def flatten_obs(obs: Any, scalar_direction: bool = False) -> np.ndarray:
     """EnvPool observations as one float32 vector per env (MiniGrid: image + one-hot dir)."""
     if isinstance(obs, dict):
         image = obs["image"].reshape(len(obs["image"]), -1).astype(np.float32)
-        direction = np.eye(4, dtype=np.float32)[obs["direction"]]
+        direction = (obs["direction"].astype(np.float32)[:, None] if scalar_direction
+                     else np.eye(4, dtype=np.float32)[obs["direction"]])
         return np.concatenate([image, direction], axis=1)
     return np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
 
 
-def obs_size(space: gym.Space) -> int:
+def obs_size(space: gym.Space, scalar_direction: bool = False) -> int:
     if isinstance(space, gym.spaces.Dict):
-        return int(np.prod(space["image"].shape)) + 4
+        return int(np.prod(space["image"].shape)) + (1 if scalar_direction else 4)
     return int(np.prod(space.shape))
 
 
@@ -214,6 +227,31 @@ class Agent(nn.Module):
         return action, probs.log_prob(action), probs.entropy(), self.critic(x)
 
 
+class SharedTorsoAgent(nn.Module):
+    """Ablation: one torso, two heads (not ppo.py)."""
+
+    def __init__(self, n_obs: int, n_actions: int) -> None:
+        super().__init__()
+        self.torso = nn.Sequential(
+            layer_init(nn.Linear(n_obs, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 64)),
+            nn.Tanh(),
+        )
+        self.critic_head = layer_init(nn.Linear(64, 1), std=1.0)
+        self.actor_head = layer_init(nn.Linear(64, n_actions), std=0.01)
+
+    def get_value(self, x: torch.Tensor) -> torch.Tensor:
+        return self.critic_head(self.torso(x))
+
+    def get_action_and_value(self, x: torch.Tensor, action: torch.Tensor | None = None):
+        hidden = self.torso(x)
+        probs = Categorical(logits=self.actor_head(hidden))
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic_head(hidden)
+
+
 def train(args: Args, t0: float | None = None) -> dict[str, Any]:
     """Train until target, budget or step cap; return the figures (times: seconds since t0).
 
@@ -239,11 +277,19 @@ def train(args: Args, t0: float | None = None) -> dict[str, Any]:
                         seed=args.seed, **extra)
     assert isinstance(envs.action_space, gym.spaces.Discrete), "only discrete actions"
 
-    agent = Agent(obs_size(envs.observation_space), int(envs.action_space.n)).to(device)
+    n_obs = obs_size(envs.observation_space, args.scalar_direction)
+    agent_class = SharedTorsoAgent if args.shared_torso else Agent
+    agent = agent_class(n_obs, int(envs.action_space.n)).to(device)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    # ablation: the envs are stepped by weights `policy_lag` updates old (ppo.py: 0, the agent)
+    acting = agent
+    past_weights: collections.deque[dict] = collections.deque(maxlen=args.policy_lag + 1)
+    if args.policy_lag:
+        acting = agent_class(n_obs, int(envs.action_space.n)).to(device)
+        acting.load_state_dict(agent.state_dict())
+        past_weights.append(copy.deepcopy(agent.state_dict()))
 
     # storage
-    n_obs = obs_size(envs.observation_space)
     obs = torch.zeros((args.num_steps, args.num_envs, n_obs)).to(device)
     actions = torch.zeros((args.num_steps, args.num_envs)).to(device)
     logprobs = torch.zeros((args.num_steps, args.num_envs)).to(device)
@@ -268,7 +314,7 @@ def train(args: Args, t0: float | None = None) -> dict[str, Any]:
     # start the game
     global_step = 0
     next_obs_np, _ = envs.reset()
-    next_obs = torch.Tensor(flatten_obs(next_obs_np)).to(device)
+    next_obs = torch.Tensor(flatten_obs(next_obs_np, args.scalar_direction)).to(device)
     next_done = torch.zeros(args.num_envs).to(device)
     resetting = np.zeros(args.num_envs, dtype=bool)  # EnvPool resets these on the next step
     iteration, last_print = 0, 0.0
@@ -285,7 +331,7 @@ def train(args: Args, t0: float | None = None) -> dict[str, Any]:
 
             # ALGO LOGIC: action logic
             with torch.no_grad():
-                action, logprob, _, value = agent.get_action_and_value(next_obs)
+                action, logprob, _, value = acting.get_action_and_value(next_obs)
                 values[step] = value.flatten()
             actions[step] = action
             logprobs[step] = logprob
@@ -297,7 +343,7 @@ def train(args: Args, t0: float | None = None) -> dict[str, Any]:
                 action.cpu().numpy().astype(np.int32))
             next_done_np = np.logical_or(terminations, truncations) & ~resetting
             rewards[step] = torch.tensor(reward, dtype=torch.float32).to(device).view(-1)
-            next_obs = torch.Tensor(flatten_obs(next_obs_np)).to(device)
+            next_obs = torch.Tensor(flatten_obs(next_obs_np, args.scalar_direction)).to(device)
             next_done = torch.Tensor(next_done_np.astype(np.float32)).to(device)
 
             episode_return += np.where(resetting, 0.0, reward)
@@ -325,7 +371,10 @@ def train(args: Args, t0: float | None = None) -> dict[str, Any]:
 
         # bootstrap value if not done
         with torch.no_grad():
-            next_value = agent.get_value(next_obs).reshape(1, -1)
+            if args.lag_correction:  # ablation: GAE from the current critic
+                values = agent.get_value(obs.reshape(-1, n_obs)).reshape(values.shape)
+            next_value = (agent if args.lag_correction else acting).get_value(
+                next_obs).reshape(1, -1)
             advantages = torch.zeros_like(rewards).to(device)
             lastgaelam = 0
             for t in reversed(range(args.num_steps)):
@@ -350,13 +399,18 @@ def train(args: Args, t0: float | None = None) -> dict[str, Any]:
 
         # Optimizing the policy and value network, on the real transitions only
         b_inds = np.flatnonzero(real.reshape(-1))
+        b_centre = b_logprobs  # ppo.py clips around the policy that acted
+        if args.lag_correction:  # ablation: decoupled PPO, clipped around the current policy
+            with torch.no_grad():
+                _, b_centre, _, _ = agent.get_action_and_value(b_obs, b_actions.long())
         for _epoch in range(args.update_epochs):
             np.random.shuffle(b_inds)
             for mb_inds in np.array_split(b_inds, args.num_minibatches):
                 _, newlogprob, entropy, newvalue = agent.get_action_and_value(
                     b_obs[mb_inds], b_actions.long()[mb_inds])
-                logratio = newlogprob - b_logprobs[mb_inds]
+                logratio = newlogprob - b_centre[mb_inds]
                 ratio = logratio.exp()
+                weight = (b_centre[mb_inds] - b_logprobs[mb_inds]).exp().clamp(max=5.0)
 
                 with torch.no_grad():
                     approx_kl = ((ratio - 1) - logratio).mean()
@@ -370,7 +424,7 @@ def train(args: Args, t0: float | None = None) -> dict[str, Any]:
                 pg_loss1 = -mb_advantages * ratio
                 pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef,
                                                         1 + args.clip_coef)
-                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+                pg_loss = (torch.max(pg_loss1, pg_loss2) * weight).mean()
 
                 # Value loss
                 newvalue = newvalue.view(-1)
@@ -394,6 +448,9 @@ def train(args: Args, t0: float | None = None) -> dict[str, Any]:
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
 
+        if args.policy_lag:
+            past_weights.append(copy.deepcopy(agent.state_dict()))
+            acting.load_state_dict(past_weights[0])
         now = time.time() - t0
         points.append((now, global_step, mean100()))
         if not args.quiet and now - last_print >= 5.0:

@@ -13,7 +13,7 @@ rewards are fixed *before* advantages are computed, and the policy gradient uses
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
@@ -37,6 +37,10 @@ from learner.value_norm import ValueNormalizer
 __all__ = ["AppoTargets", "Learner", "PpoTargets", "Stream", "resolve_device"]
 
 Targets = tuple[torch.Tensor, torch.Tensor]  # (advantages (T, B), value targets (T, B))
+
+#: Cap on decoupled PPO's pi_learner / pi_actor weight: one transition whose action the
+#: learner now favours far more than the actor did cannot dominate a minibatch.
+PROXIMAL_WEIGHT_CLIP = 5.0
 
 
 @dataclass
@@ -142,6 +146,7 @@ class Learner:
         split = self.cfg.minibatch_split
         self.flat_minibatches = split == "samples" or (
             split == "auto" and self.cfg.algo == "ppo" and self.model.core is None)
+        self.lag_correction = self.cfg.algo == "ppo" and self.cfg.ppo_lag_correction
         self.policy_version = 0
         self.updates = 0
 
@@ -190,10 +195,11 @@ class Learner:
         batch = batch.to(self.device)
         streams, _ = self.streams(batch, observe=False)
         with torch.no_grad():
+            batch, learner_values = self._correct_lag(batch)
             logits, values, _ = self.model.forward_all(batch.obs, batch.core_state,
                                                        batch.episode_start)
             target_logp = self._logp(logits[:-1], batch.actions)
-            pre = self._precompute(batch, streams)
+            pre = self._precompute(batch, streams, learner_values)
             advantages, _ = self._combine(streams, batch.behaviour_logp, target_logp, values, pre)
         return advantages
 
@@ -202,12 +208,31 @@ class Learner:
     def _logp(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
 
-    def _precompute(self, batch: Batch, streams: list[Stream]) -> list[Targets | None]:
-        """PPO: GAE per stream once per batch (main head: the actors' values)."""
+    def _correct_lag(self, batch: Batch) -> tuple[Batch, torch.Tensor | None]:
+        """Decoupled PPO (``ppo_lag_correction``): the batch with the learner's log-probs as
+        the proximal policy and the learner's main values in place of the actors'; also
+        every value head ``(T+1, B, V)``. Unchanged (and ``None``) otherwise.
+
+        Why: the actors act on weights at least one update old, so textbook PPO would clip
+        around a policy the learner has already left and bootstrap from a stale critic; a
+        CleanRL-faithful PPO fed one-update-old rollouts needed 1.43x the env steps on
+        DoorKey-5x5, and 1.1x with this correction (benchmarks/RESULTS.md).
+        """
+        if not self.lag_correction:
+            return batch, None
+        with torch.no_grad():
+            logits, values, _ = self.model.forward_all(batch.obs, batch.core_state,
+                                                       batch.episode_start)
+        proximal = self._logp(logits[:-1], batch.actions)  # (T, B)
+        return replace(batch, behaviour_values=values[..., 0], proximal_logp=proximal), values
+
+    def _precompute(self, batch: Batch, streams: list[Stream],
+                    values: torch.Tensor | None = None) -> list[Targets | None]:
+        """PPO: GAE per stream once per batch (main head: ``batch.behaviour_values``; the
+        others from ``values`` (T+1, B, V), computed here when not given)."""
         if isinstance(self.estimator, AppoTargets):
             return [None] * len(streams)
-        values = None
-        if len(streams) > 1:
+        if values is None and len(streams) > 1:
             with torch.no_grad():
                 _, values, _ = self.model.forward_all(batch.obs, batch.core_state,
                                                       batch.episode_start)
@@ -238,8 +263,12 @@ class Learner:
                                                   target_logp.detach(), values, pre)
         if cfg.normalize_advantages:
             advantages = normalize_advantages(advantages, mb.mask)
-        pg_loss = policy_gradient_loss(target_logp, mb.behaviour_logp, advantages, mb.mask,
-                                       cfg.clip_coef)
+        centre, weights = mb.behaviour_logp, None
+        if mb.proximal_logp is not None:  # decoupled PPO: clip around the learner's policy
+            centre = mb.proximal_logp
+            weights = (centre - mb.behaviour_logp).exp().clamp(max=PROXIMAL_WEIGHT_CLIP)
+        pg_loss = policy_gradient_loss(target_logp, centre, advantages, mb.mask,
+                                       cfg.clip_coef, weights)
         scale = self.model.value_std  # (V,): errors on the normalised scale the heads learn
         v_loss = sum(
             value_loss(values[:steps, :, s.head] / scale[s.head], target / scale[s.head],
@@ -251,7 +280,7 @@ class Learner:
         entropy = entropy_bonus(logits, mb.mask)
         loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
         with torch.no_grad():
-            log_ratio = target_logp - mb.behaviour_logp
+            log_ratio = target_logp - centre
             denom = mb.mask.sum().clamp(min=1.0)
             approx_kl = (((log_ratio.exp() - 1) - log_ratio) * mb.mask).sum() / denom
             clipfrac = (((log_ratio.exp() - 1).abs() > cfg.clip_coef).float() * mb.mask).sum()
@@ -261,6 +290,8 @@ class Learner:
             "losses/clipfrac": (clipfrac / denom).item(),
             "losses/value_target_mean": float((value_targets[0] * mb.mask).sum() / denom),
         }
+        if weights is not None:
+            metrics["losses/lag_weight_mean"] = float((weights * mb.mask).sum() / denom)
         return loss, metrics, value_targets
 
     def _minibatches(self, batch: Batch, streams: list[Stream], pre: list[Targets | None]
@@ -286,7 +317,8 @@ class Learner:
         cfg = self.cfg
         batch = batch.to(self.device)
         streams, reward_metrics = self.streams(batch)
-        pre = self._precompute(batch, streams)
+        batch, learner_values = self._correct_lag(batch)
+        pre = self._precompute(batch, streams, learner_values)
         metrics: dict[str, float] = {}
         for _ in range(cfg.epochs):
             for mb, mb_streams, mb_pre in self._minibatches(batch, streams, pre):

@@ -35,6 +35,8 @@ class Batch:
     env_ids: torch.Tensor  # (B,) int64: actor_id * envs_per_actor + env index, stable
     text_hash: torch.Tensor | None = None  # (T, B, U) int64 ids of the text units after step t
     text_count: torch.Tensor | None = None  # (T, B, U) int32: their counts so far in the episode
+    #: (T, B) log-probs under the learner's policy at the start of the update (decoupled PPO)
+    proximal_logp: torch.Tensor | None = None
 
     @property
     def num_steps(self) -> int:
@@ -51,6 +53,7 @@ class Batch:
             core_state=self.core_state[index], env_ids=self.env_ids[index],
             text_hash=None if self.text_hash is None else self.text_hash[:, index],
             text_count=None if self.text_count is None else self.text_count[:, index],
+            proximal_logp=None if self.proximal_logp is None else self.proximal_logp[:, index],
         )
 
     def select_samples(self, index: torch.Tensor) -> Batch:
@@ -72,6 +75,7 @@ class Batch:
             env_ids=self.env_ids[index % envs],
             text_hash=None if self.text_hash is None else pick(self.text_hash),
             text_count=None if self.text_count is None else pick(self.text_count),
+            proximal_logp=None if self.proximal_logp is None else pick(self.proximal_logp),
         )
 
     def to(self, device: torch.device) -> Batch:

@@ -212,13 +212,15 @@ def policy_gradient_loss(
     advantages: Tensor,
     mask: Tensor,
     clip_coef: float | None,
+    weights: Tensor | None = None,
 ) -> Tensor:
     """Policy loss to minimise: PPO clipped surrogate or plain policy gradient.
 
     With ``clip_coef`` set, ``ratio = exp(target_logp - behaviour_logp)`` and the
     per-step loss is ``-min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A)``.
     Without it, the per-step loss is ``-A * target_logp``. Gradients flow only
-    into ``target_logp``.
+    into ``target_logp``. ``weights`` multiply the per-step losses (decoupled PPO passes
+    ``pi_proximal / pi_behaviour`` there and the proximal log-probs as ``behaviour_logp``).
 
     Args:
         target_logp: Log-probabilities of the taken actions under the learner
@@ -228,6 +230,7 @@ def policy_gradient_loss(
         advantages: Advantage estimates, shape (T, B).
         mask: 1.0 for valid transitions, 0.0 for padding, shape (T, B).
         clip_coef: PPO clip epsilon, or None for the unclipped loss.
+        weights: Per-step weights (T, B), or None for 1.
 
     Returns:
         Scalar masked-mean loss.
@@ -239,6 +242,8 @@ def policy_gradient_loss(
         ratio = torch.exp(target_logp - behaviour_logp.detach())
         clipped = torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef)
         per_step = -torch.min(ratio * advantages, clipped * advantages)
+    if weights is not None:
+        per_step = per_step * weights.detach()
     return _masked_mean(per_step, mask)
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "LabelerConfig",
     "LearnerConfig",
     "ModelConfig",
+    "RetrievalConfig",
     "TextConfig",
     "WireConfig",
     "config_field",
@@ -133,6 +134,25 @@ class ActorsConfig:
 
 
 @dataclass(frozen=True)
+class RetrievalConfig:
+    """Retrieval-augmented core (RA-RL): the policy attends over top-k chunks of its past
+    (``explorer/core/retrieval.py``)."""
+
+    #: Chunks retrieved per step; 0 turns retrieval off (RA-RL: 10).
+    k: int = _field(0, ge=0)
+    #: Steps per trajectory chunk (chunks are aligned at the episode's first step).
+    chunk_len: int = _field(8, ge=1)
+    #: Where chunks come from: ``episode`` (the env's current episode, the last
+    #: ``window_chunks`` chunks, carried as the recurrent state). ``run`` (a memory shared
+    #: across episodes and actors) is not built yet.
+    source: str = _field("episode", choices=("episode", "run"))
+    #: Chunks of the past the window holds (the state is ``window_chunks * chunk_len`` steps).
+    window_chunks: int = _field(16, ge=1)
+    #: Width of the keys, queries and values of both attention levels.
+    key_dim: int = _field(32, ge=1)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Policy/value network architecture."""
 
@@ -152,6 +172,8 @@ class ModelConfig:
     #: on DoorKey-5x5 a shared MLP torso needed 1.35x the env steps (benchmarks/RESULTS.md).
     #: Feed-forward models only (``core: none``).
     separate_critic: bool = False
+    #: Retrieval-augmented core in place of ``core`` (on when ``retrieval.k > 0``).
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
 
 
 @dataclass(frozen=True)
@@ -190,6 +212,12 @@ class LearnerConfig:
     #: trained on, as in Sample Factory: an older rollout is dropped and counted
     #: (``wire/dropped/stale``); its env steps and episodes still count.
     max_policy_lag: int = _field(10, ge=0)
+    #: PPO on rollouts the actors collected with older weights (asynchrony makes them at
+    #: least one update old): ``true`` clips the update around the learner's policy at its
+    #: start and weights each transition by pi_learner / pi_actor (decoupled PPO, Hilton et
+    #: al. 2022), with GAE from the learner's critic; ``false`` is textbook PPO around the
+    #: actors' policy and values. The two agree on fresh data. ``ppo`` only.
+    ppo_lag_correction: bool = True
     #: Optimisation passes over each batch.
     epochs: int = _field(1, ge=1)
     #: Minibatches each batch is split into per epoch.
@@ -588,6 +616,27 @@ def _check_separate_critic(cfg: Config) -> list[str]:
     return []
 
 
+def _check_retrieval(cfg: Config) -> list[str]:
+    """Retrieval is the model's core: sequences, no second core, no separate critic."""
+    model, learner = cfg.learner.model, cfg.learner
+    if model.retrieval.k == 0:
+        return []
+    problems = []
+    if model.retrieval.source == "run":
+        problems.append("learner.model.retrieval.source: 'run' (a memory shared across "
+                        "episodes and actors) is not built yet; use 'episode'")
+    if model.core != "none":
+        problems.append("learner.model.retrieval.k: retrieval is a core of its own; needs "
+                        "learner.model.core=none")
+    if model.separate_critic:
+        problems.append("learner.model.retrieval.k: retrieval needs "
+                        "learner.model.separate_critic=false (the critic shares the core)")
+    if learner.minibatch_split == "samples":
+        problems.append("learner.model.retrieval.k: retrieval needs whole sequences; "
+                        "learner.minibatch_split must be 'envs' or 'auto'")
+    return problems
+
+
 def _check_labeler(cfg: Config) -> list[str]:
     """A labeler needs texts to label and fixed addresses when external (its name is checked
     against the labeler registry by the app, which may import ``llm_labeler``)."""
@@ -615,8 +664,8 @@ def _validate(data: Any, checks: Sequence[ConfigCheck] = (),
     problem found. The run checks below apply to :class:`Config` only."""
     problems: list[str] = []
     cfg = _build(schema, data, "", problems, schema)
-    own = ((_check_ports, _check_minibatch_split, _check_separate_critic, _check_labeler)
-           if schema is Config else ())
+    own = ((_check_ports, _check_minibatch_split, _check_separate_critic, _check_retrieval,
+            _check_labeler) if schema is Config else ())
     for check in (*own, *checks):
         problems += check(cfg)
     return cfg, problems
