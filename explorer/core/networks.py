@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from explorer.core.retrieval import RetrievalCore
 from explorer.core.shapes import flatten_obs, flatten_time_batch, unflatten_time_batch
 from explorer.core.specs import ObsSpec
 
@@ -546,13 +547,13 @@ def build_embedding_net(obs_spec: ObsSpec, kind: str, hidden_size: int, embed_di
 
 
 class ActorCritic(nn.Module):
-    """Encoder -> optional GRU core -> policy logits and value.
+    """Encoder -> optional GRU or retrieval core -> policy logits and value.
 
     Attributes:
         encoder: The observation encoder.
         critic_encoder: The value head's own encoder (``separate_critic``), else ``None``.
-        core: ``nn.GRUCell`` or ``None``.
-        core_size: Core state width H (0 without a core).
+        core: ``nn.GRUCell``, ``RetrievalCore`` (``cfg.retrieval.k > 0``) or ``None``.
+        core_size: Core state width (0 without a core; the window for retrieval).
     """
 
     def __init__(self, obs_spec: ObsSpec, num_actions: int, cfg: ModelConfig,
@@ -576,9 +577,19 @@ class ActorCritic(nn.Module):
         self.encoder = build_encoder(obs_spec, cfg.kind, cfg.hidden_size,
                                      getattr(cfg, "encoder_kwargs", None))
         features = self.encoder.out_size
-        self.core: nn.GRUCell | None = None
+        self.core: nn.GRUCell | RetrievalCore | None = None
         self.core_size = 0
-        if cfg.core == "gru":
+        retrieval = getattr(cfg, "retrieval", None)
+        if retrieval is not None and retrieval.k > 0:
+            if cfg.core != "none":
+                raise ValueError(f"retrieval is a core of its own: needs core 'none', not "
+                                 f"{cfg.core!r}")
+            self.core = RetrievalCore(features, k=retrieval.k, chunk_len=retrieval.chunk_len,
+                                      window_chunks=retrieval.window_chunks,
+                                      key_dim=retrieval.key_dim)
+            self.core_size = self.core.state_size  # the state is the window, not the width
+            features = self.core.out_size
+        elif cfg.core == "gru":
             self.core = nn.GRUCell(features, cfg.core_size)
             for name, param in self.core.named_parameters():
                 if name.startswith("weight"):
@@ -637,7 +648,11 @@ class ActorCritic(nn.Module):
         flat = flatten_obs(obs, self.encoder.in_keys)
         x = self.encoder(flat)  # (T*B, F)
         value_x = x if self.critic_encoder is None else self.critic_encoder(flat)  # (T*B, F)
-        if self.core is not None:
+        if isinstance(self.core, RetrievalCore):
+            out, core_state = self.core(unflatten_time_batch(x, steps, batch), core_state,
+                                        episode_start)  # (T, B, H)
+            x = value_x = flatten_time_batch(out)  # (T*B, H)
+        elif self.core is not None:
             x = unflatten_time_batch(x, steps, batch)  # (T, B, F)
             keep = (~episode_start.bool()).unsqueeze(-1).to(x.dtype)  # (T, B, 1)
             state = core_state

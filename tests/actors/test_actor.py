@@ -24,9 +24,15 @@ CARTPOLE = Path(__file__).resolve().parents[2] / "configs" / "cartpole.yaml"
 VERSION = 7
 
 
+#: Model overrides per core: "retrieval" attends over chunks of the episode's past (k=3 of
+#: 4-step chunks in a 6-chunk window; random CartPole episodes last ~20 steps).
+CORES = {"none": ["learner.model.core=none"], "gru": ["learner.model.core=gru"],
+         "retrieval": ["learner.model.retrieval={k: 3, chunk_len: 4, window_chunks: 6}"]}
+
+
 def _collect(core: str, tmp_path: Path, num_rollouts: int = 3):
     cfg = load_config(CARTPOLE, ["env.envs_per_actor=4", "actors.rollout_len=48",
-                                 f"learner.model.core={core}", "learner.model.core_size=16"])
+                                 *CORES[core], "learner.model.core_size=16"])
     spec = probe_env_spec(cfg.env)
     torch.manual_seed(3)
     model = ActorCritic(spec.obs_spec, spec.num_actions, cfg.learner.model)
@@ -69,7 +75,7 @@ def _collect(core: str, tmp_path: Path, num_rollouts: int = 3):
     return cfg, model, messages
 
 
-@pytest.mark.parametrize("core", ["none", "gru"])
+@pytest.mark.parametrize("core", ["none", "gru", "retrieval"])
 def test_learner_recomputes_behaviour_logp_and_values(core: str, tmp_path: Path) -> None:
     _, model, messages = _collect(core, tmp_path)
     assert [m.seq for m in messages] == [0, 1, 2]
@@ -77,7 +83,7 @@ def test_learner_recomputes_behaviour_logp_and_values(core: str, tmp_path: Path)
     state = None
     for msg in messages:
         batch = stack_rollouts([msg], reward_clip=None)
-        if state is not None:  # the GRU state carries over between consecutive rollouts
+        if state is not None:  # the GRU state / the retrieval window carries over
             torch.testing.assert_close(batch.core_state, state, atol=1e-5, rtol=0)
         with torch.no_grad():
             logits, values, _ = model(batch.obs, batch.core_state, batch.episode_start)

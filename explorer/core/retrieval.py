@@ -1,0 +1,148 @@
+"""Retrieval-augmented core (RA-RL, Goyal et al. 2022, arXiv:2206.05314), episodic source.
+
+The core sits where the GRU would: between the encoder and the policy / value heads. Its memory
+is the env's own current episode, cut into chunks of ``chunk_len`` steps aligned at the
+episode's first step. At each step the encoder's features ``x_t`` query the memory:
+
+1. keys: a chunk's summary is the mean of its states' features, projected to ``key_dim``;
+   the query is ``x_t`` projected; scores are scaled dot products;
+2. retrieval: the top ``k`` completed chunks of the same episode inside the window (the last
+   ``window_chunks * chunk_len`` steps) -- fewer, or none, early in an episode;
+3. attention across the retrieved chunks (softmax of their scores), then across the states
+   inside each chunk (softmax of ``x_t``'s query against each state's key), giving a
+   ``key_dim`` summary of what was retrieved (zeros when nothing was);
+4. output: ``relu(Linear([x_t, retrieved]))``, the heads' input.
+
+State and refresh policy. The recurrent state that actors send with each rollout (as they do a
+GRU's) is the window: ``W = window_chunks * chunk_len`` slots of (features, episode step,
+valid). Features enter the window as the encoder computed them at that step, and leave it W
+steps later: nothing is re-encoded. Within a training sequence the learner recomputes every
+step's features with its current encoder (gradients flow through keys, queries, retrieved
+states and the encoder); the window the sequence starts from is the behaviour policy's stored
+state, as a GRU's stored state in R2D2 -- at most ``max_policy_lag`` versions old, and gone
+after W steps. With equal weights the actor's step-by-step retrieval and the learner's
+sequence retrieval see the same inputs and give the same log-probs (tested).
+
+Shapes: T = steps, B = envs, F = features, W = window slots, S = W + T, L = ``chunk_len``,
+k = ``k``, d = ``key_dim``, H = output width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["RetrievalCore"]
+
+
+class RetrievalCore(nn.Module):
+    """Top-k chunk retrieval from the episode's recent past, two-level attention.
+
+    Attributes:
+        window: W, steps of the past kept in the state.
+        state_size: Width of the flat recurrent state, ``W * (F + 2)``.
+        out_size: H.
+    """
+
+    def __init__(self, features: int, *, k: int, chunk_len: int, window_chunks: int,
+                 key_dim: int = 32, out_size: int | None = None) -> None:
+        """Builds the projections.
+
+        Args:
+            features: F, the encoder's output width.
+            k: Chunks retrieved per step (>= 1).
+            chunk_len: L, steps per chunk (>= 1).
+            window_chunks: Chunks the window holds (>= 1).
+            key_dim: d, width of keys, queries and values.
+            out_size: H (default F).
+
+        Raises:
+            ValueError: A size below 1.
+        """
+        super().__init__()
+        if min(features, k, chunk_len, window_chunks, key_dim) < 1:
+            raise ValueError(f"retrieval sizes must be >= 1; got features={features}, k={k}, "
+                             f"chunk_len={chunk_len}, window_chunks={window_chunks}, "
+                             f"key_dim={key_dim}")
+        self.features, self.k, self.chunk_len, self.key_dim = features, k, chunk_len, key_dim
+        self.window = window_chunks * chunk_len
+        self.state_size = self.window * (features + 2)
+        self.out_size = out_size or features
+        self.chunk_query = nn.Linear(features, key_dim)
+        self.chunk_key = nn.Linear(features, key_dim)
+        self.state_query = nn.Linear(features, key_dim)
+        self.state_key = nn.Linear(features, key_dim)
+        self.state_value = nn.Linear(features, key_dim)
+        self.out = nn.Linear(features + key_dim, self.out_size)
+
+    def _window(self, state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Flat state ``(B, W*(F+2))`` -> features ``(W, B, F)``, steps, valid ``(W, B)``."""
+        slots = state.view(len(state), self.window, self.features + 2).transpose(0, 1)
+        return slots[..., :self.features], slots[..., self.features], slots[..., -1] > 0.5
+
+    def _chunks(self, per_step: Tensor) -> Tensor:
+        """``(S, B, C)`` -> ``(S, B, L, C)``: the L steps ending at each position."""
+        pad = per_step.new_zeros((self.chunk_len - 1, *per_step.shape[1:]))
+        return torch.cat([pad, per_step]).unfold(0, self.chunk_len, 1).transpose(2, 3)
+
+    def forward(self, x: Tensor, state: Tensor, episode_start: Tensor) -> tuple[Tensor, Tensor]:
+        """Runs T steps for B envs.
+
+        Args:
+            x: ``(T, B, F)`` encoder features.
+            state: ``(B, W*(F+2))`` window before step 0 (zeros: empty).
+            episode_start: ``(T, B)`` bool; step t begins an episode.
+
+        Returns:
+            ``(T, B, H)`` outputs and the window after step T-1 ``(B, W*(F+2))``.
+        """
+        steps, batch, _ = x.shape
+        window, length = self.window, self.chunk_len
+        p_feat, p_step, p_valid = self._window(state)
+        start = episode_start.bool()
+        n_step = []  # each (B,): steps since the episode began
+        prev = p_step[-1]
+        for t in range(steps):
+            prev = torch.where(start[t], torch.zeros_like(prev), prev + 1)
+            n_step.append(prev)
+        feat = torch.cat([p_feat.to(x.dtype), x])  # (S, B, F)
+        step = torch.cat([p_step, torch.stack(n_step)])  # (S, B)
+        valid = torch.cat([p_valid, torch.ones_like(start)])  # (S, B)
+        seq = feat.shape[0]
+        episode = ((step == 0) & valid).long().cumsum(0)  # (S, B) episode index
+        first_valid = torch.cat([valid.new_zeros((length - 1, batch)), valid])[:seq]
+        ends = valid & first_valid & (step >= length - 1) & ((step + 1) % length == 0)
+
+        # chunk-level scores of every query step against every chunk end: (T, B, S)
+        keys = self.chunk_key(self._chunks(feat).mean(2))  # (S, B, d)
+        query = self.chunk_query(x)  # (T, B, d)
+        scores = torch.einsum("tbd,sbd->tbs", query, keys) / math.sqrt(self.key_dim)
+        pos = torch.arange(seq, device=x.device)
+        at = window + torch.arange(steps, device=x.device)  # (T,) query positions
+        in_window = (pos[None] < at[:, None]) & (pos[None] - length + 1 >= at[:, None] - window)
+        same = episode[window:].unsqueeze(-1) == episode.T.unsqueeze(0)  # (T, B, S)
+        usable = in_window[:, None, :] & same & ends.T.unsqueeze(0)  # (T, B, S)
+        scores = scores.masked_fill(~usable, float("-inf"))
+        top, index = scores.topk(min(self.k, seq), dim=-1)  # (T, B, k')
+        found = torch.isfinite(top)
+        chunk_weight = torch.softmax(top, dim=-1).nan_to_num(0.0) * found  # (T, B, k')
+
+        # state-level attention inside each retrieved chunk
+        state_keys = self._chunks(self.state_key(feat)).transpose(0, 1)  # (B, S, L, d)
+        state_values = self._chunks(self.state_value(feat)).transpose(0, 1)  # (B, S, L, d)
+        rows = torch.arange(batch, device=x.device)[:, None, None]  # (B, 1, 1)
+        pick = index.permute(1, 0, 2)  # (B, T, k')
+        picked_keys = state_keys[rows, pick]  # (B, T, k', L, d)
+        picked_values = state_values[rows, pick]  # (B, T, k', L, d)
+        state_query = self.state_query(x).transpose(0, 1)  # (B, T, d)
+        logits = torch.einsum("btd,btjld->btjl", state_query, picked_keys)
+        attend = torch.softmax(logits / math.sqrt(self.key_dim), dim=-1)  # (B, T, k', L)
+        per_chunk = torch.einsum("btjl,btjld->btjd", attend, picked_values)  # (B, T, k', d)
+        retrieved = torch.einsum("tbj,btjd->tbd", chunk_weight, per_chunk)  # (T, B, d)
+        out = torch.relu(self.out(torch.cat([x, retrieved], dim=-1)))  # (T, B, H)
+
+        new = torch.cat([feat[-window:].detach(), step[-window:, :, None],
+                         valid[-window:, :, None].to(feat.dtype)], dim=-1)  # (W, B, F+2)
+        return out, new.transpose(0, 1).reshape(batch, self.state_size)
