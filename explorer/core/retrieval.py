@@ -15,13 +15,15 @@ episode's first step. At each step the encoder's features ``x_t`` query the memo
 
 State and refresh policy. The recurrent state that actors send with each rollout (as they do a
 GRU's) is the window: ``W = window_chunks * chunk_len`` slots of (features, episode step,
-valid). Features enter the window as the encoder computed them at that step, and leave it W
-steps later: nothing is re-encoded. Within a training sequence the learner recomputes every
-step's features with its current encoder (gradients flow through keys, queries, retrieved
-states and the encoder); the window the sequence starts from is the behaviour policy's stored
-state, as a GRU's stored state in R2D2 -- at most ``max_policy_lag`` versions old, and gone
-after W steps. With equal weights the actor's step-by-step retrieval and the learner's
-sequence retrieval see the same inputs and give the same log-probs (tested).
+valid, chunk key, state key, state value). A step's features and projections enter the window
+as the network computed them at that step, and leave it W steps later: nothing is re-encoded,
+so an actor step projects one new state, not the window (the actor's cost). Within a training
+sequence the learner recomputes every step's features and projections with its current weights
+(gradients flow through keys, queries, retrieved states and the encoder); the window the
+sequence starts from is the behaviour policy's stored state, as a GRU's stored state in R2D2 --
+at most ``max_policy_lag`` versions old, and gone after W steps. With equal weights the
+actor's step-by-step retrieval and the learner's sequence retrieval see the same inputs and
+give the same log-probs (tested).
 
 Shapes: T = steps, B = envs, F = features, W = window slots, S = W + T, L = ``chunk_len``,
 k = ``k``, d = ``key_dim``, H = output width.
@@ -42,7 +44,9 @@ class RetrievalCore(nn.Module):
 
     Attributes:
         window: W, steps of the past kept in the state.
-        state_size: Width of the flat recurrent state, ``W * (F + 2)``.
+        slot_size: P = F + 2 + 3d, one window slot: features, episode step, valid, and the
+            projections made when the step entered (chunk key, state key, state value).
+        state_size: Width of the flat recurrent state, ``W * P``.
         out_size: H.
     """
 
@@ -68,7 +72,8 @@ class RetrievalCore(nn.Module):
                              f"key_dim={key_dim}")
         self.features, self.k, self.chunk_len, self.key_dim = features, k, chunk_len, key_dim
         self.window = window_chunks * chunk_len
-        self.state_size = self.window * (features + 2)
+        self.slot_size = features + 2 + 3 * key_dim
+        self.state_size = self.window * self.slot_size
         self.out_size = out_size or features
         self.chunk_query = nn.Linear(features, key_dim)
         self.chunk_key = nn.Linear(features, key_dim)
@@ -77,10 +82,15 @@ class RetrievalCore(nn.Module):
         self.state_value = nn.Linear(features, key_dim)
         self.out = nn.Linear(features + key_dim, self.out_size)
 
-    def _window(self, state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Flat state ``(B, W*(F+2))`` -> features ``(W, B, F)``, steps, valid ``(W, B)``."""
-        slots = state.view(len(state), self.window, self.features + 2).transpose(0, 1)
-        return slots[..., :self.features], slots[..., self.features], slots[..., -1] > 0.5
+    def _slots(self, state: Tensor) -> list[Tensor]:
+        """Flat state ``(B, W*P)`` -> per-slot parts, each ``(W, B, ...)``: features ``F``,
+        episode step, valid, chunk key ``d`` (set where a chunk ends), state key ``d``, state
+        value ``d``."""
+        slots = state.view(len(state), self.window, self.slot_size).transpose(0, 1)
+        f, d = self.features, self.key_dim
+        return [slots[..., :f], slots[..., f], slots[..., f + 1] > 0.5,
+                slots[..., f + 2:f + 2 + d], slots[..., f + 2 + d:f + 2 + 2 * d],
+                slots[..., f + 2 + 2 * d:]]
 
     def _chunks(self, per_step: Tensor) -> Tensor:
         """``(S, B, C)`` -> ``(S, B, L, C)``: the L steps ending at each position."""
@@ -92,15 +102,15 @@ class RetrievalCore(nn.Module):
 
         Args:
             x: ``(T, B, F)`` encoder features.
-            state: ``(B, W*(F+2))`` window before step 0 (zeros: empty).
+            state: ``(B, state_size)`` window before step 0 (zeros: empty).
             episode_start: ``(T, B)`` bool; step t begins an episode.
 
         Returns:
-            ``(T, B, H)`` outputs and the window after step T-1 ``(B, W*(F+2))``.
+            ``(T, B, H)`` outputs and the window after step T-1 ``(B, state_size)``.
         """
         steps, batch, _ = x.shape
         window, length = self.window, self.chunk_len
-        p_feat, p_step, p_valid = self._window(state)
+        p_feat, p_step, p_valid, p_ckey, p_skey, p_sval = self._slots(state)
         start = episode_start.bool()
         n_step = []  # each (B,): steps since the episode began
         prev = p_step[-1]
@@ -115,8 +125,14 @@ class RetrievalCore(nn.Module):
         first_valid = torch.cat([valid.new_zeros((length - 1, batch)), valid])[:seq]
         ends = valid & first_valid & (step >= length - 1) & ((step + 1) % length == 0)
 
+        # projections of the new steps only; the window's were stored when they entered it
+        recent = feat[-(steps + length - 1):]  # (T+L-1, B, F); W >= L
+        chunk_mean = recent.unfold(0, length, 1).mean(-1)  # (T, B, F) chunk ending at t
+        keys = torch.cat([p_ckey, self.chunk_key(chunk_mean)])  # (S, B, d)
+        state_keys = torch.cat([p_skey, self.state_key(x)])  # (S, B, d)
+        state_values = torch.cat([p_sval, self.state_value(x)])  # (S, B, d)
+
         # chunk-level scores of every query step against every chunk end: (T, B, S)
-        keys = self.chunk_key(self._chunks(feat).mean(2))  # (S, B, d)
         query = self.chunk_query(x)  # (T, B, d)
         scores = torch.einsum("tbd,sbd->tbs", query, keys) / math.sqrt(self.key_dim)
         pos = torch.arange(seq, device=x.device)
@@ -130,12 +146,10 @@ class RetrievalCore(nn.Module):
         chunk_weight = torch.softmax(top, dim=-1).nan_to_num(0.0) * found  # (T, B, k')
 
         # state-level attention inside each retrieved chunk
-        state_keys = self._chunks(self.state_key(feat)).transpose(0, 1)  # (B, S, L, d)
-        state_values = self._chunks(self.state_value(feat)).transpose(0, 1)  # (B, S, L, d)
         rows = torch.arange(batch, device=x.device)[:, None, None]  # (B, 1, 1)
         pick = index.permute(1, 0, 2)  # (B, T, k')
-        picked_keys = state_keys[rows, pick]  # (B, T, k', L, d)
-        picked_values = state_values[rows, pick]  # (B, T, k', L, d)
+        picked_keys = self._chunks(state_keys).transpose(0, 1)[rows, pick]  # (B, T, k', L, d)
+        picked_values = self._chunks(state_values).transpose(0, 1)[rows, pick]
         state_query = self.state_query(x).transpose(0, 1)  # (B, T, d)
         logits = torch.einsum("btd,btjld->btjl", state_query, picked_keys)
         attend = torch.softmax(logits / math.sqrt(self.key_dim), dim=-1)  # (B, T, k', L)
@@ -143,6 +157,7 @@ class RetrievalCore(nn.Module):
         retrieved = torch.einsum("tbj,btjd->tbd", chunk_weight, per_chunk)  # (T, B, d)
         out = torch.relu(self.out(torch.cat([x, retrieved], dim=-1)))  # (T, B, H)
 
-        new = torch.cat([feat[-window:].detach(), step[-window:, :, None],
-                         valid[-window:, :, None].to(feat.dtype)], dim=-1)  # (W, B, F+2)
-        return out, new.transpose(0, 1).reshape(batch, self.state_size)
+        keep = slice(seq - window, seq)
+        new = torch.cat([feat[keep], step[keep, :, None], valid[keep, :, None].to(feat.dtype),
+                         keys[keep], state_keys[keep], state_values[keep]], dim=-1)
+        return out, new.detach().transpose(0, 1).reshape(batch, self.state_size)

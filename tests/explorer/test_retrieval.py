@@ -108,7 +108,7 @@ def test_step_by_step_equals_one_sequence() -> None:
     torch.testing.assert_close(torch.cat([first, second]), logits, atol=1e-5, rtol=0)
     torch.testing.assert_close(state, final)
     torch.testing.assert_close(end, final)
-    assert model.core_size == model.core.state_size == 12 * (16 + 2)
+    assert model.core_size == model.core.state_size == 12 * (16 + 2 + 3 * 8)
 
 
 def test_gradients_reach_every_parameter() -> None:
