@@ -110,7 +110,7 @@ class SearchRun:
 
         return {"scheduler": to_checkpoint(self.scheduler.state_dict()),
                 "coverage": to_checkpoint(self.coverage.state_dict()),
-                "stax": to_checkpoint(self.stax.state_dict()) if self.stax else None,
+                "stax": self.stax.state_dict() if self.stax else None,
                 "generation": self.generation, "best_fitness": self.best_fitness,
                 "goal_evals": self.goal_evals, "first_goal_eval": self.first_goal_eval,
                 "env_steps": self.env_steps, "rng": capture_rng_state()}
@@ -123,7 +123,7 @@ class SearchRun:
         self.scheduler.load_state_dict(from_checkpoint(state["scheduler"]))
         self.coverage.load_state_dict(from_checkpoint(state["coverage"]))
         if self.stax is not None:
-            self.stax.load_state_dict(from_checkpoint(state["stax"]))
+            self.stax.load_state_dict(state["stax"])
         self.generation = int(state["generation"])
         self.best_fitness = float(state["best_fitness"])
         self.goal_evals = int(state["goal_evals"])
@@ -188,7 +188,7 @@ class SearchRun:
             descriptors = positions
         self.scheduler.tell(batch.fitness, descriptors)
         if self.stax is not None:
-            self.stax.after_tell(batch.frames, self.scheduler)
+            self.stax.after_tell(batch.frames, self.scheduler, genomes)
         self.coverage.update(positions)
         self.best_fitness = max(self.best_fitness, float(batch.fitness.max()))
         if batch.reached.any() and self.first_goal_eval is None:
