@@ -19,6 +19,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def run(env_id: str, target: float, seed: int, cap: int, changes: dict[str, Any]
         ) -> dict[str, Any]:
     args = Args(env_id=env_id, seed=seed, target_return=target, total_timesteps=1_000_000,
                 max_env_steps=cap, quiet=True, **changes)
-    return train(args)
+    return train(args, t0=time.time())
 
 
 def main() -> None:
