@@ -34,18 +34,30 @@ def _mission(obs: dict[str, np.ndarray], env: Any) -> list[str]:
     return [bytes(row).rstrip(b"\0").decode("utf-8", "replace") for row in obs["mission"]]
 
 
-_SOURCES: dict[str, TextSource] = {"nethack_message": _nethack_message,
-                                   "babyai_mission": _mission}
+def _minigrid_events() -> TextSource:
+    from actors.minigrid_events import MiniGridEvents
+
+    return MiniGridEvents()
+
+
+#: built-in name -> factory of a source (one per actor: a source may keep state per env)
+_SOURCES: dict[str, Callable[[], TextSource]] = {
+    "nethack_message": lambda: _nethack_message,
+    "babyai_mission": lambda: _mission,
+    "minigrid_events": _minigrid_events,
+}
 
 
 def make_text_source(spec: str) -> TextSource:
     """A built-in source name or an import path ``pkg.mod:function(obs, env) -> list[str]``.
 
+    A source with an ``end_episodes(ended)`` method is told which envs' episodes ended.
+
     Raises:
         ValueError: unknown name or unimportable path.
     """
     if spec in _SOURCES:
-        return _SOURCES[spec]
+        return _SOURCES[spec]()
     if ":" not in spec:
         raise ValueError(f"unknown text source {spec!r}; built-in: {', '.join(_SOURCES)} "
                          "(or an import path package.module:function)")
@@ -142,9 +154,12 @@ class TextCapture:
             self.pending[key] = clip_text(unit)
 
     def end_episodes(self, ended: np.ndarray) -> None:
-        """Forget the counts of envs whose episode ended at this step."""
+        """Forget the counts of envs whose episode ended at this step (and tell the source)."""
         for i in np.flatnonzero(ended):
             self.counts[i].clear()
+        tell_source = getattr(self.source, "end_episodes", None)
+        if tell_source is not None:
+            tell_source(ended)
 
     def flush(self) -> None:
         """Send pending texts without blocking; on a full socket keep them for later."""

@@ -32,6 +32,8 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from explorer.core.addresses import is_loopback_address, is_loopback_host
+
 __all__ = [
     "ActorsConfig",
     "Config",
@@ -262,13 +264,19 @@ class WireConfig:
     send_hwm: int = _field(2, ge=1)
     #: Largest message accepted, in MiB; guards against oversized or corrupt payloads.
     max_message_mb: float = _field(512.0, gt=0)
+    #: Directory of ZeroMQ CURVE keys (``explorer keys gen DIR``): every socket of the run
+    #: (rollouts, weights, texts, reward tables) then encrypts and accepts authorised clients
+    #: only. Required when any address binds beyond loopback (``wire.host``,
+    #: ``llm_labeler.texts_address`` / ``updates_address``); None: no CURVE (loopback, ipc).
+    curve_keys: str | None = _field(None, nonempty=True)
 
 
 @dataclass(frozen=True)
 class TextConfig:
     """What the agent reads (for the LLM labeler): captured, counted per episode, sent."""
 
-    #: ``nethack_message``, ``babyai_mission`` or ``package.module:function(obs, env)``;
+    #: ``nethack_message``, ``babyai_mission``, ``minigrid_events`` (captions of what happened
+    #: in MiniGrid: "You picked up a yellow key.") or ``package.module:function(obs, env)``;
     #: None turns text capture off (and it then costs nothing).
     source: str | None = None
     #: ZeroMQ address actors push new unique texts to; None counts texts without sending.
@@ -326,6 +334,14 @@ class LabelerConfig:
     queue_size: int = _field(10_000, ge=1)
     #: Texts handed to the backend at once.
     batch_size: int = _field(64, ge=1)
+    #: Most distinct texts the labeler accepts over the run (its store included); new texts
+    #: beyond it are refused and counted (``labeler/texts_refused_total``), so a flood of
+    #: distinct texts cannot grow the label store or the LLM bill without limit.
+    max_texts: int = _field(1_000_000, ge=1)
+    #: Most new distinct texts one sender (actor id) may bring per labeler start; beyond it
+    #: they are refused and counted (``labeler/texts_refused_sender``), so one runaway actor
+    #: cannot spend the whole ``max_texts`` budget of the others.
+    max_texts_per_sender: int = _field(250_000, ge=1)
     #: SQLite label store; None puts ``labels.sqlite`` in the run directory.
     store_path: str | None = None
     #: Where the labeler receives texts from actors (port 0: a free port).
@@ -653,6 +669,25 @@ def _check_labeler(cfg: Config) -> list[str]:
     return problems
 
 
+def _check_public_binds(cfg: Config) -> list[str]:
+    """A socket other machines can reach needs CURVE keys (loopback and ipc may run without);
+    so does connecting to an external labeler beyond loopback (it runs with CURVE)."""
+    if cfg.wire.curve_keys is not None:
+        return []
+    hint = "needs CURVE keys: run `explorer keys gen DIR` and set wire.curve_keys=DIR"
+    problems = []
+    wire, lab = cfg.wire, cfg.llm_labeler
+    if wire.transport == "tcp" and not is_loopback_host(wire.host):
+        problems.append(f"wire.host: binding {wire.host} (reachable from other machines) {hint}")
+    if lab.labeler is not None:
+        what = "connecting to" if lab.external else "binding"
+        for key in ("texts_address", "updates_address"):
+            address = getattr(lab, key)
+            if not is_loopback_address(address):
+                problems.append(f"llm_labeler.{key}: {what} {address} (beyond loopback) {hint}")
+    return problems
+
+
 #: A check that needs more than the schema (an env registry, a labeler registry): it returns
 #: one problem line per mistake, naming the key. The app layer supplies these.
 ConfigCheck = Callable[["Config"], list[str]]
@@ -665,7 +700,7 @@ def _validate(data: Any, checks: Sequence[ConfigCheck] = (),
     problems: list[str] = []
     cfg = _build(schema, data, "", problems, schema)
     own = ((_check_ports, _check_minibatch_split, _check_separate_critic, _check_retrieval,
-            _check_labeler) if schema is Config else ())
+            _check_labeler, _check_public_binds) if schema is Config else ())
     for check in (*own, *checks):
         problems += check(cfg)
     return cfg, problems
