@@ -15,14 +15,27 @@ CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 
 def test_configs_are_found() -> None:
-    assert len(CONFIGS) >= 5, CONFIGS
+    assert len(RUN_CONFIGS) >= 5 and len(SEARCH_CONFIGS) >= 3, CONFIGS
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+#: configs of `explorer search` (novelty search) rather than `explorer run`
+SEARCH_CONFIGS = [p for p in CONFIGS if p.name.startswith("hardmaze_")]
+RUN_CONFIGS = [p for p in CONFIGS if p not in SEARCH_CONFIGS]
+
+
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: p.name)
 def test_shipped_config_loads(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.total_env_steps > 0
     assert cfg.env.id
+
+
+@pytest.mark.parametrize("path", SEARCH_CONFIGS, ids=lambda p: p.name)
+def test_shipped_search_config_loads(path: Path) -> None:
+    from explorer.novelty.config import SearchConfig, search_config_problems
+
+    cfg = load_config(path, checks=(search_config_problems,), schema=SearchConfig)
+    assert cfg.budget > 0 and cfg.env.id
 
 
 def test_keycorridor_config_is_the_benchmarks_solving_arm(
