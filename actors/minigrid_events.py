@@ -124,7 +124,8 @@ class MiniGridEvents:
                 if event is not None:
                     sentences.append(event)
             sentences += self._sightings(i, view)
-            captions.append(" ".join(sentences))
+            # two spaces between sentences: the break ``text.units: sentences`` splits on
+            captions.append("  ".join(sentences))
         self.previous[:] = image
         self.direction = None if direction is None else np.asarray(direction).reshape(-1).copy()
         self.fresh[:] = False
