@@ -12,6 +12,8 @@ import pytest
 from llm_labeler.backends.embedding import (
     DEFAULT_NEGATIVE_ANCHORS,
     DEFAULT_POSITIVE_ANCHORS,
+    GRIDWORLD_NEGATIVE_ANCHORS,
+    GRIDWORLD_POSITIVE_ANCHORS,
     EmbeddingLabeler,
 )
 from llm_labeler.backends.rules import split_clauses
@@ -205,6 +207,31 @@ def test_custom_anchors_label_babyai_missions() -> None:
     assert out[0].score > out[1].score
 
 
+def test_gridworld_anchors_reward_progress_in_minigrid_captions() -> None:
+    """``anchors: gridworld`` (configs/keycorridor_oni.yaml) against what the
+    ``minigrid_events`` source says: getting things and unlocking the way are progress,
+    no-ops, sightings and dropping what one holds are not."""
+    grid = make_labeler("embedding", anchors="gridworld", use_cues=False)
+    progress = ["You picked up a yellow key.", "You picked up a red ball.",
+                "You picked up a green key.", "You unlocked the yellow door.",
+                "You unlocked the purple door.", "You opened the green box. It held a red key."]
+    idle = ["Nothing happens.", "You see a blue box.", "You see a yellow key.",
+            "You see a red door.", "You see a green ball.", "You see the lava.",
+            "You dropped the yellow key.", "You dropped the red ball."]
+    labels = grid.label(progress + idle)
+    assert [lab.label for lab in labels] == [1] * len(progress) + [0] * len(idle), [
+        (lab.text, round(lab.score, 2)) for lab in labels]
+
+
+def test_gridworld_anchors_name_no_colour_object_or_task() -> None:
+    """The description is task-agnostic: it cannot be a caption -> reward table in disguise."""
+    # "your goal" is the generic aim; "the goal" is MiniGrid's goal tile
+    words = re.compile(r"\b(?:red|green|blue|purple|yellow|grey|key|door|ball|box|the goal|"
+                       r"lava)s?\b", re.IGNORECASE)
+    for anchor in GRIDWORLD_POSITIVE_ANCHORS + GRIDWORLD_NEGATIVE_ANCHORS:
+        assert not words.search(anchor), anchor
+
+
 def test_cues_can_be_switched_off(labeler: EmbeddingLabeler) -> None:
     plain = EmbeddingLabeler(use_cues=False)
     text = "r - 5 rocks."
@@ -218,6 +245,7 @@ def test_cues_can_be_switched_off(labeler: EmbeddingLabeler) -> None:
     {"threshold": 1.0},
     {"scale": 0.0},
     {"cue_weights": {"no_such_cue": 1.0}},
+    {"anchors": "no_such_preset"},
 ])
 def test_bad_configuration_is_rejected(kwargs: dict) -> None:
     with pytest.raises(ValueError):
