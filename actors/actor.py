@@ -20,6 +20,7 @@ from actors.entry import ActorArgs  # re-exported: where it was before
 from actors.envs import StepResult, make_vec_env
 from actors.rollout import RolloutRing, RolloutStorage, ring_sets
 from actors.texts import TextCapture, make_text_source
+from explorer.core.curve import SocketSecurity
 from explorer.core.networks import make_actor_critic, obs_to_torch
 from explorer.core.specs import pack_episode_stats, weights_schema
 from explorer.core.tables import TableSubscriber
@@ -51,22 +52,25 @@ class Actor:
         self.weights_schema = weights_schema(self.params, max_bytes=1 << 34)
         self.policy_version = -1
         self.weight_drops = DropCounter()
+        self.security = SocketSecurity(ctx, args.curve)
         self.ring = RolloutRing(args.env_spec, self.rollout_len, self.num_envs,
                                 self.model.core_size, ring_sets(cfg.wire.send_hwm),
                                 text_units=cfg.text.wire_units())
         self.texts = self._make_text_capture(cfg, ctx)
-        self.label_updates = (TableSubscriber(ctx, cfg.text.updates_address)
+        self.label_updates = (TableSubscriber(ctx, cfg.text.updates_address, self.security)
                               if self.texts is not None and cfg.text.updates_address else None)
         self.label_version = -1
 
         self.push = ctx.socket(zmq.PUSH)
         self.push.setsockopt(zmq.SNDHWM, cfg.wire.send_hwm)
         self.push.setsockopt(zmq.LINGER, 0)
+        self.security.connect(self.push)
         self.push.connect(args.rollout_address)
         self.sub = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.RCVHWM, 2)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.security.connect(self.sub)
         self.sub.connect(args.weights_address)
 
         self.seq = 0
@@ -83,6 +87,7 @@ class Actor:
             socket = ctx.socket(zmq.PUSH)
             socket.setsockopt(zmq.SNDHWM, 16)
             socket.setsockopt(zmq.LINGER, 0)
+            self.security.connect(socket)
             socket.connect(cfg.text.labeler_address)
         return TextCapture(make_text_source(cfg.text.source), self.num_envs, self.args.actor_id,
                            socket, cfg.text.batch_size, cfg.text.sent_capacity,

@@ -28,6 +28,8 @@ class ActorArgs:
     stop_event: Any
     #: Shared array of ``time.monotonic()`` per actor id, read by the supervisor's watchdog.
     heartbeats: Any = None
+    #: The run's CURVE public keys (``explorer.core.curve.CurveKeys``); None: no CURVE.
+    curve: Any = None
 
 
 def actor_process(args: ActorArgs) -> None:

@@ -31,6 +31,8 @@ class LearnerArgs:
     final_queue: Any = None
     #: Where the labeler publishes reward tables (None: no labeler).
     labeler_address: str | None = None
+    #: The run's CURVE public keys (``explorer.core.curve.CurveKeys``); None: no CURVE.
+    curve: Any = None
 
 
 def learner_process(args: LearnerArgs) -> None:

@@ -26,6 +26,7 @@ from explorer.core.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from explorer.core.curve import SocketSecurity
 from explorer.core.sockets import bind
 from explorer.core.specs import EpisodeStatsSpec, rollout_schema, unpack_episode_stats
 from explorer.core.tables import TableSubscriber
@@ -157,16 +158,19 @@ class LearnerWorker:
         if args.resume_path:
             self._restore(Path(args.resume_path))
 
+        self.security = SocketSecurity(ctx, args.curve)
         self.pull = ctx.socket(zmq.PULL)
         # One message per actor pipe waits here; more would only age before training (the
         # actors' own send queues hold the rest, and block them: back-pressure, not staleness).
         self.pull.setsockopt(zmq.RCVHWM, 1)
         self.pull.setsockopt(zmq.MAXMSGSIZE, max_bytes)
         self.pull.setsockopt(zmq.LINGER, 0)
+        self.security.serve(self.pull)
         self.rollout_address = bind(self.pull, args.rollout_address)
         self.pub = ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, 2)
         self.pub.setsockopt(zmq.LINGER, 0)
+        self.security.serve(self.pub)
         self.weights_address = bind(self.pub, args.weights_address)
 
         self.writer = SummaryWriter(str(self.run_dir / "tb"),
@@ -184,7 +188,7 @@ class LearnerWorker:
         self.last_publish = 0.0
         self.received = 0
         self.labeler_sub = (None if args.labeler_address is None
-                            else TableSubscriber(ctx, args.labeler_address))
+                            else TableSubscriber(ctx, args.labeler_address, self.security))
         self.labeler_meta: dict[str, float] = {}
 
     # -- state -----------------------------------------------------------------------------
@@ -340,6 +344,8 @@ class LearnerWorker:
             "wire/dropped": self.drops.total,
             "wire/received": self.received,
         })
+        if self.security.enabled:  # handshakes refused: a client without an authorised key
+            scalars["wire/auth_rejected"] = self.security.rejected
         scalars.update({f"wire/dropped/{reason}": n for reason, n in self.drops.items()})
         if self.lag:
             scalars.update({"perf/policy_lag_mean": float(np.mean(self.lag)),
@@ -436,6 +442,7 @@ class LearnerWorker:
         self.pub.close(0)
         if self.labeler_sub is not None:
             self.labeler_sub.close()
+        self.security.close()
 
 
 def learner_main(args: LearnerArgs) -> None:

@@ -112,13 +112,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import zmq
 
     from explorer.core.config import ConfigError, load_config
+    from explorer.core.curve import curve_key_problems, load_curve_keys
     from llm_labeler.registry import labeler_problems
     from llm_labeler.service import LabelerService, ServiceArgs
 
     path = next((i for i in args.items if "=" not in i), None)
     overrides = [i for i in args.items if "=" in i]
     try:
-        cfg = load_config(path, overrides, checks=(labeler_problems,))
+        cfg = load_config(path, overrides, checks=(labeler_problems, curve_key_problems))
     except ConfigError as err:
         for line in str(err).splitlines():
             print(f"error: {line}", file=sys.stderr)
@@ -137,7 +138,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         service = LabelerService(ServiceArgs(cfg=lab, store_path=store,
                                              texts_address=lab.texts_address,
                                              updates_address=lab.updates_address,
-                                             stop_event=stop, seed=cfg.seed), ctx)
+                                             stop_event=stop, seed=cfg.seed,
+                                             curve=(load_curve_keys(cfg.wire.curve_keys)
+                                                    if cfg.wire.curve_keys else None)), ctx)
     except (ValueError, TypeError) as err:
         print(f"error: llm_labeler: {err}", file=sys.stderr)
         ctx.term()

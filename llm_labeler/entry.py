@@ -23,6 +23,8 @@ class ServiceArgs:
     stop_event: Any
     status_queue: Any = None
     seed: int = 0
+    #: The run's CURVE public keys (``explorer.core.curve.CurveKeys``); None: no CURVE.
+    curve: Any = None
 
 
 def labeler_process(args: ServiceArgs) -> None:

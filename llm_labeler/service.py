@@ -27,10 +27,12 @@ from typing import Any
 
 import zmq
 
+from explorer.core.curve import SocketSecurity
 from explorer.core.sockets import bind
 from explorer.core.tables import encode_table
 from explorer.core.texts import parse_texts_message, text_id
 from explorer.core.wire import MAX_META_ENTRIES
+from llm_labeler.admission import TextAdmission
 from llm_labeler.entry import ServiceArgs  # re-exported: where it was before
 from llm_labeler.protocol import Label, LabelerError, as_sync
 from llm_labeler.queue import PendingQueue
@@ -43,6 +45,9 @@ __all__ = ["META_BUDGET", "LabelerService", "ServiceArgs", "fit_metrics", "label
 log = logging.getLogger(__name__)
 
 _POLL_MS = 50
+#: Most texts messages read per loop iteration: a flood of messages must not keep the loop
+#: from publishing (the rest wait in ZeroMQ's queue, bounded by the socket's RCVHWM).
+_MAX_MESSAGES_PER_RECEIVE = 256
 _MIN_PUBLISH_GAP_S = 0.2
 #: Failures that say nothing about the texts: put them back without counting an attempt.
 #: ``config`` (the server refuses this configuration) is one: the texts wait for it to be fixed.
@@ -121,15 +126,20 @@ class LabelerService:
         self.store = LabelStore(args.store_path, synchronous="NORMAL")
         self.queue = PendingQueue(cfg.queue_size, known=self.store.__contains__)
         self._restore()
+        self.admission = TextAdmission(cfg.max_texts, cfg.max_texts_per_sender,
+                                       already=self.restored["seen"])
 
+        self.security = SocketSecurity(ctx, args.curve)
         self.pull = ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVHWM, 64)
         self.pull.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
         self.pull.setsockopt(zmq.LINGER, 0)
+        self.security.serve(self.pull)
         self.texts_address = bind(self.pull, args.texts_address)
         self.pub = ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, 4)
         self.pub.setsockopt(zmq.LINGER, 0)
+        self.security.serve(self.pub)
         self.updates_address = bind(self.pub, args.updates_address)
 
         self.results: queue.Queue[tuple[str, list]] = queue.Queue()
@@ -235,33 +245,38 @@ class LabelerService:
 
     # -- main thread: sockets and reward model ---------------------------------------------
     def receive(self, timeout_ms: int) -> None:
-        """Drain texts messages; malformed ones are dropped and counted."""
+        """Read up to :data:`_MAX_MESSAGES_PER_RECEIVE` texts messages; malformed ones are
+        dropped and counted, new texts beyond the per-sender or total cap refused and counted
+        (:class:`~llm_labeler.admission.TextAdmission`)."""
         if not self.pull.poll(timeout_ms):
             return
-        fresh: list[str] = []
+        new: dict[str, None] = {}  # new distinct texts of this drain, in arrival order
         recurring: list[str] = []
-        while self.pull.poll(0):
+        for _ in range(_MAX_MESSAGES_PER_RECEIVE):
+            if not self.pull.poll(0):
+                break
             frames = self.pull.recv_multipart()
             self.counts["messages"] += 1
             if len(frames) != 1:
                 self.counts["dropped_messages"] += 1
                 continue
             try:
-                _, texts, hot = parse_texts_message(frames[0])
+                sender, texts, hot = parse_texts_message(frames[0])
             except ValueError:
                 self.counts["dropped_messages"] += 1
                 continue
-            self.counts["texts_received"] += len(texts)
-            fresh.extend(texts)  # clipped by the protocol
+            self.counts["texts_received"] += len(texts)  # clipped by the protocol
+            ids = [text_id(t) for t in texts]
+            self.counts["store_hits"] += sum(key in self.model.labels for key in ids)
+            fresh = list(dict.fromkeys(t for t, key in zip(texts, ids, strict=True)
+                                       if key not in self.model.texts and t not in new))
+            new.update(dict.fromkeys(self.admission.admit(sender, fresh)))
             recurring.extend(hot)
-        ids = [text_id(t) for t in fresh]
-        self.counts["store_hits"] += sum(key in self.model.labels for key in ids)
-        new = list(dict.fromkeys(t for t, key in zip(fresh, ids, strict=True)
-                                 if key not in self.model.texts))
         if new:
-            self.model.add_texts(new)
-            self.store.add_seen(new)
-            self.queue.extend(new)
+            accepted = list(new)
+            self.model.add_texts(accepted)
+            self.store.add_seen(accepted)
+            self.queue.extend(accepted)
         self.queue.bump(recurring)  # frequent texts first
 
     def _collect(self) -> None:
@@ -316,6 +331,7 @@ class LabelerService:
             "texts_received": self.counts["texts_received"],
             "store_hits": self.counts["store_hits"],
             "dropped_messages": self.counts["dropped_messages"],
+            **self.admission.stats(),
             "throughput_texts_per_s": sum(recent) / 10.0,
             "breaker_state": _BREAKER_CODES.get(
                 getattr(getattr(self.labeler, "breaker", None), "state", "closed"), 0.0),
@@ -384,6 +400,7 @@ class LabelerService:
             close()
         self.pull.close(0)
         self.pub.close(0)
+        self.security.close()
         self.store.close()
 
 

@@ -1,4 +1,5 @@
-"""``explorer`` command line: ``run``, ``eval``, ``search``, ``show-config`` and ``labeler ...``.
+"""``explorer`` command line: ``run``, ``eval``, ``search``, ``show-config``, ``labeler ...``
+and ``keys gen``.
 
 Errors in user input (config keys, values, paths) are printed as one line per problem and exit
 with status 2 — never a traceback.
@@ -216,9 +217,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="print the fully resolved search config and exit")
     search.add_argument("--quiet", action="store_true", help="no progress line")
     search.set_defaults(func=_cmd_search)
+    from explorer.app.keys import add_keys_subcommands
     from llm_labeler.cli import add_labeler_subcommands
 
     add_labeler_subcommands(sub)
+    add_keys_subcommands(sub)
     show = sub.add_parser("show-config", help="print the fully resolved config")
     show.add_argument("items", nargs="*", metavar="CONFIG [KEY=VALUE ...]")
     show.set_defaults(func=_cmd_show_config)

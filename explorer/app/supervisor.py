@@ -125,6 +125,9 @@ class Supervisor:
         self.actors = [_ActorSlot(i) for i in range(cfg.actors.num_procs)]
         self.labeler = _LabelerSlot()
         self.actor_cfg = cfg
+        #: The run's CURVE public keys, handed to every process (each reads its own secret
+        #: key from ``wire.curve_keys`` on its machine); None without keys.
+        self.curve = self._load_curve_keys(cfg)
         self.addresses: dict[str, str] = {}
         self.last_status: dict[str, Any] = {}
         self.events: list[str] = []
@@ -133,6 +136,14 @@ class Supervisor:
         self._writer: Any = None
 
     # -- wiring ----------------------------------------------------------------------------
+    @staticmethod
+    def _load_curve_keys(cfg: Any) -> Any:
+        if cfg.wire.curve_keys is None:
+            return None
+        from explorer.core.curve import load_curve_keys  # pyzmq's auth: only when used
+
+        return load_curve_keys(cfg.wire.curve_keys)
+
     def _bind_addresses(self) -> tuple[str, str]:
         wire = self.cfg.wire
         if wire.transport == "tcp":
@@ -163,7 +174,7 @@ class Supervisor:
                            texts_address=slot.texts or lab.texts_address,
                            updates_address=slot.updates or lab.updates_address,
                            stop_event=self.stop_event, status_queue=self.status_queue,
-                           seed=self.cfg.seed)
+                           seed=self.cfg.seed, curve=self.curve)
         slot.process = self.ctx.Process(target=labeler_process, args=(args,), name="labeler")
         _start_ignoring_sigint(slot.process)
         slot.restart_at = None
@@ -247,7 +258,7 @@ class Supervisor:
             stop_event=self.stop_event, status_queue=self.status_queue,
             final_queue=self.final_queue,
             resume_path=str(self.resume_path) if self.resume_path else None,
-            labeler_address=self.labeler.updates or None,
+            labeler_address=self.labeler.updates or None, curve=self.curve,
         )
         self.learner = self.ctx.Process(target=learner_process, args=(args,), name="learner")
         _start_ignoring_sigint(self.learner)
@@ -274,7 +285,7 @@ class Supervisor:
             rollout_address=self.addresses["rollout"],
             weights_address=self.addresses["weights"],
             env_seed=env_seed, torch_seed=torch_seed, stop_event=self.stop_event,
-            heartbeats=self.heartbeats,
+            heartbeats=self.heartbeats, curve=self.curve,
         )
         slot.process = self.ctx.Process(target=actor_process, args=(args,),
                                         name=f"actor-{slot.actor_id}")

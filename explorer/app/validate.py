@@ -29,9 +29,19 @@ def _intrinsic_problems(cfg: Config) -> list[str]:
     return intrinsic_problems(cfg)
 
 
+def _curve_key_problems(cfg: Config) -> list[str]:
+    """The key files ``wire.curve_keys`` names (pyzmq's auth is imported only when set)."""
+    if cfg.wire.curve_keys is None:
+        return []
+    from explorer.core.curve import curve_key_problems
+
+    return curve_key_problems(cfg)
+
+
 #: Every registry check a run's config must pass.
 RUN_CHECKS: tuple[ConfigCheck, ...] = (env_id_problems, text_source_problems,
-                                       _intrinsic_problems, labeler_problems)
+                                       _intrinsic_problems, labeler_problems,
+                                       _curve_key_problems)
 
 
 def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import zmq
 
+from explorer.core.curve import SocketSecurity
 from explorer.core.wire import (
     ArraySpec,
     DropCounter,
@@ -60,11 +61,14 @@ class TableSubscriber:
     returns it (or None); a bad one is dropped and counted in ``drops``.
     """
 
-    def __init__(self, ctx: zmq.Context, address: str) -> None:
+    def __init__(self, ctx: zmq.Context, address: str,
+                 security: SocketSecurity | None = None) -> None:
         self.socket = ctx.socket(zmq.SUB)
         self.socket.setsockopt(zmq.RCVHWM, 4)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SUBSCRIBE, b"")
+        if security is not None:
+            security.connect(self.socket)
         self.socket.connect(address)
         self.schema = table_schema()
         self.drops = DropCounter()

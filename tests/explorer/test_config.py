@@ -160,7 +160,7 @@ def test_unknown_key_in_wrong_section_points_to_the_right_one() -> None:
 
 def test_unknown_key_without_near_match_lists_valid_keys() -> None:
     (line,) = problems({"wire": {"zzz": 1}})
-    assert line.startswith("unknown key 'wire.zzz'; valid keys: host, max_message_mb,")
+    assert line.startswith("unknown key 'wire.zzz'; valid keys: curve_keys, host, max_message_mb,")
 
 
 def test_wrong_type() -> None:
