@@ -177,8 +177,9 @@ class SocketSecurity:
 
     Call :meth:`serve` on a socket before binding it and :meth:`connect` before connecting it
     (after setting its high-water marks: a RCVHWM of 1 becomes 2, see
-    :func:`_curve_safe_rcvhwm`). Without keys (a run on loopback or ipc) both do nothing. The first :meth:`serve` starts the
-    ZAP authenticator thread of the context; :meth:`close` stops it (before ``ctx.term()``).
+    :func:`_curve_safe_rcvhwm`). Without keys (a run on loopback or ipc) both do nothing. The
+    first :meth:`serve` starts the ZAP authenticator thread of the context; :meth:`close`
+    stops it (before ``ctx.term()``).
 
     Args:
         ctx: The process's context.
