@@ -27,6 +27,10 @@ setup(
         # explorer search: CMA-ES reward emitters (SERENE) and the HardMaze benchmark env
         "cma>=4.0,<5",
         "gymnasium-hardmaze>=0.1.1,<0.2",
+        # explorer eval --video: mp4 through imageio-ffmpeg's bundled ffmpeg (a GIF where it
+        # cannot run)
+        "imageio>=2.30,<3",
+        "imageio-ffmpeg>=0.5,<1",
     ],
     extras_require={
         "gpu": ["faiss-gpu-cu12"],

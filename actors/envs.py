@@ -130,6 +130,10 @@ class EnvPoolVecEnv(_Backend):
         obs, rew, term, trunc, _ = self._env.step(actions.astype(np.int32, copy=False))
         return self._result(obs, rew, term, trunc)
 
+    def render_rgb(self, index: int = 0) -> np.ndarray:
+        """(H, W, 3) uint8 screen of env ``index`` (needs ``make_vec_env(..., render=True)``)."""
+        return self._env.render(env_ids=[index])[0]
+
     def close(self) -> None:
         self._env.close()
 
@@ -160,17 +164,23 @@ class GymnasiumVecEnv(_Backend):
         obs, rew, term, trunc, _ = self._env.step(actions)
         return self._result(obs, rew, term, trunc)
 
+    def render_rgb(self, index: int = 0) -> np.ndarray:
+        """(H, W, 3) uint8 screen of env ``index`` (needs ``make_vec_env(..., render=True)``)."""
+        return self._env.render()[index]
+
     def close(self) -> None:
         self._env.close()
 
 
-def make_vec_env(env_cfg: Any, num_envs: int, seed: int) -> VecEnv:
+def make_vec_env(env_cfg: Any, num_envs: int, seed: int, *, render: bool = False) -> VecEnv:
     """Build ``num_envs`` envs of ``env_cfg.id`` on the configured backend.
 
     ``backend="auto"`` takes NLE for NetHack task ids, EnvPool when it knows the id, else
     gymnasium. ``env_cfg.noisy_tv`` wraps the result in ``actors.noisy_tv.NoisyTVVecEnv``.
+    ``render`` builds EnvPool and gymnasium envs with ``render_mode="rgb_array"`` so that
+    ``render_rgb(i)`` draws them (for videos; NetHack is drawn from its tty observation).
     """
-    env = _make_backend(env_cfg, num_envs, seed)
+    env = _make_backend(env_cfg, num_envs, seed, render)
     # getattr: callers may pass any object with the EnvConfig fields, older ones lack noisy_tv
     if getattr(env_cfg, "noisy_tv", False):
         from actors.noisy_tv import NoisyTVVecEnv  # imports actors.envs itself
@@ -179,7 +189,7 @@ def make_vec_env(env_cfg: Any, num_envs: int, seed: int) -> VecEnv:
     return env
 
 
-def _make_backend(env_cfg: Any, num_envs: int, seed: int) -> VecEnv:
+def _make_backend(env_cfg: Any, num_envs: int, seed: int, render: bool = False) -> VecEnv:
     """The backend env of :func:`make_vec_env`, unwrapped."""
     backend = env_cfg.backend
     if backend == "auto" and env_cfg.id in (nle_ids() or ()):
@@ -192,7 +202,8 @@ def _make_backend(env_cfg: Any, num_envs: int, seed: int) -> VecEnv:
         return NetHackVecEnv(env_cfg.id, num_envs, seed, env_cfg.max_episode_steps,
                              dict(env_cfg.envpool_kwargs))
     cls = EnvPoolVecEnv if backend == "envpool" else GymnasiumVecEnv
-    return cls(env_cfg.id, num_envs, seed, env_cfg.max_episode_steps, dict(env_cfg.envpool_kwargs))
+    kwargs = dict(env_cfg.envpool_kwargs) | ({"render_mode": "rgb_array"} if render else {})
+    return cls(env_cfg.id, num_envs, seed, env_cfg.max_episode_steps, kwargs)
 
 
 def probe_env_spec(env_cfg: Any) -> EnvSpec:

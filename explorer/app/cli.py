@@ -108,16 +108,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         run_dir / "checkpoints")
     if checkpoint is None or not checkpoint.is_file():
         raise UsageError(f"no checkpoint: {args.checkpoint or run_dir / 'checkpoints'}")
-    if args.episodes < 1:
-        raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
+    episodes = args.episodes if args.episodes is not None else (3 if args.video else 100)
+    if episodes < 1:
+        raise UsageError(f"--episodes must be >= 1, got {episodes}")
+    if args.fps <= 0:
+        raise UsageError(f"--fps must be > 0, got {args.fps}")
     arms = {"policy": checkpoint} | ({"random": None} if args.random_baseline else {})
     figures = {}
     for arm, ckpt in arms.items():
+        recorder = _video_recorder(run_dir, checkpoint, args.fps) if (
+            args.video and arm == "policy") else None
         try:
-            result = evaluate_policy(cfg, ckpt, args.episodes, args.seed, greedy=args.greedy)
+            result = evaluate_policy(cfg, ckpt, episodes, args.seed, greedy=args.greedy,
+                                     on_frame=recorder.append if recorder else None)
         except ValueError as err:
             raise UsageError(str(err)) from None
         figures[arm] = result.summary()
+        if recorder is not None:
+            _save_video(recorder, run_dir, checkpoint)
     keys = sorted({k for summary in figures.values() for k in summary})
     print(f"{'':<16}" + "".join(f"{arm:>14}" for arm in figures))
     for key in keys:
@@ -125,6 +133,34 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                      for arm in figures))
     print(json.dumps({"checkpoint": str(checkpoint), "seed": args.seed, **figures}))
     return 0
+
+
+def _video_recorder(run_dir: Path, checkpoint: Path, fps: float):
+    from explorer.app.video import VideoRecorder
+
+    return VideoRecorder(run_dir / "videos" / f"eval_{checkpoint.stem}", fps=fps)
+
+
+def _save_video(recorder, run_dir: Path, checkpoint: Path) -> None:
+    """Finish the file and log its frame sample to TensorBoard (``eval/video``)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from explorer.app.video import log_gif
+    from explorer.core.checkpoint import checkpoint_env_steps
+
+    path = recorder.close()
+    try:
+        step = checkpoint_env_steps(checkpoint)
+    except ValueError:  # a checkpoint file named by hand
+        step = 0
+    writer = SummaryWriter(str(run_dir / "tb"), filename_suffix=".eval")
+    try:
+        log_gif(writer, "eval/video", recorder.sample, recorder.sample_fps, step)
+    finally:
+        writer.close()
+    kind = "mp4" if path.suffix == ".mp4" else "GIF (no ffmpeg encoder here)"
+    print(f"video: {path} ({kind}, {recorder.frames} frames); TensorBoard: eval/video "
+          f"at step {step}", file=sys.stderr)
 
 
 def _load_search_config(path: str | Path | None, overrides: list[str]):
@@ -200,12 +236,17 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                           help="config overrides, e.g. env.max_episode_steps=1000")
     evaluate.add_argument("--checkpoint", help="a checkpoint file (default: the newest)")
-    evaluate.add_argument("--episodes", type=int, default=100)
+    evaluate.add_argument("--episodes", type=int, default=None,
+                          help="episodes to play (default 100; 3 with --video)")
     evaluate.add_argument("--seed", type=int, default=12345)
     evaluate.add_argument("--greedy", action="store_true", help="argmax actions (default: "
                           "sampled, as the actors act)")
     evaluate.add_argument("--random-baseline", action="store_true",
                           help="also run uniform-random actions on the same envs and seed")
+    evaluate.add_argument("--video", action="store_true",
+                          help="record the policy's episodes (one env) to RUN_DIR/videos/ as "
+                          "mp4 (GIF without an ffmpeg encoder) and to TensorBoard eval/video")
+    evaluate.add_argument("--fps", type=float, default=15.0, help="video frame rate")
     evaluate.set_defaults(func=_cmd_eval)
     search = sub.add_parser("search", help="novelty search / SERENE / STAX with parallel "
                             "evaluation workers, from a YAML config")

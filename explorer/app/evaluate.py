@@ -9,6 +9,7 @@ and the learning tests.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from actors.envs import make_vec_env
+from actors.render import render_frame
 from explorer.core.checkpoint import CheckpointError, load_checkpoint
 from explorer.core.networks import make_actor_critic, obs_to_torch
 from explorer.core.seeding import seeded_generator
@@ -54,7 +56,8 @@ class Evaluation:
 
 @torch.inference_mode()
 def evaluate_policy(cfg: Any, checkpoint: Path | None, episodes: int, seed: int, *,
-                    num_envs: int = 16, greedy: bool = False) -> Evaluation:
+                    num_envs: int = 16, greedy: bool = False,
+                    on_frame: Callable[[np.ndarray], None] | None = None) -> Evaluation:
     """Run ``episodes`` episodes of ``cfg.env`` with a checkpoint's policy or at random.
 
     Args:
@@ -65,14 +68,16 @@ def evaluate_policy(cfg: Any, checkpoint: Path | None, episodes: int, seed: int,
         seed: Seeds the envs and the action sampling.
         num_envs: Envs stepped together (fewer when ``episodes`` is smaller).
         greedy: Take the most likely action instead of sampling (the actors sample).
+        on_frame: Called with each (H, W, 3) uint8 frame, the first after reset, for a
+            video; the envs then draw themselves and one env plays the episodes in turn.
 
     Returns:
         The :class:`Evaluation` of the first ``episodes`` episodes to end.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    num_envs = min(num_envs, episodes)
-    env = make_vec_env(cfg.env, num_envs, seed)
+    num_envs = 1 if on_frame is not None else min(num_envs, episodes)
+    env = make_vec_env(cfg.env, num_envs, seed, render=on_frame is not None)
     num_actions = env.spec.num_actions
     model = None
     if checkpoint is not None:
@@ -98,6 +103,8 @@ def evaluate_policy(cfg: Any, checkpoint: Path | None, episodes: int, seed: int,
     start = np.ones(num_envs, dtype=bool)
     try:
         obs = env.reset()
+        if on_frame is not None:
+            on_frame(render_frame(env, obs))
         core = model.initial_state(num_envs) if model is not None else None
         while len(returns) < episodes:
             if model is None:
@@ -111,6 +118,8 @@ def evaluate_policy(cfg: Any, checkpoint: Path | None, episodes: int, seed: int,
                     probs = torch.softmax(logits[0], -1)
                     actions = torch.multinomial(probs, 1, generator=generator)[:, 0].numpy()
             result = env.step(actions)
+            if on_frame is not None:
+                on_frame(render_frame(env, result.obs))
             np.add.at(counts, actions[valid], 1)
             ep_return += result.rewards * valid
             ep_length += valid
