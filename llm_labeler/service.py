@@ -332,6 +332,9 @@ class LabelerService:
             "store_hits": self.counts["store_hits"],
             "dropped_messages": self.counts["dropped_messages"],
             **self.admission.stats(),
+            # handshakes refused because the client's key is not authorised (CURVE runs only)
+            **({"auth_rejected": float(self.security.rejected)} if self.security.enabled
+               else {}),
             "throughput_texts_per_s": sum(recent) / 10.0,
             "breaker_state": _BREAKER_CODES.get(
                 getattr(getattr(self.labeler, "breaker", None), "state", "closed"), 0.0),
