@@ -264,3 +264,16 @@ def test_missing_or_incomplete_keys_are_one_line(tmp_path: Path) -> None:
         for path in (tmp_path / "k" / "authorized").glob("*.key"):
             path.unlink()
         load_curve_keys(tmp_path / "k")
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "configs/quickstart.yaml", "wire.transport=tcp", "wire.host=0.0.0.0"],
+    ["labeler", "serve", "llm_labeler.labeler=rules", "text.source=babyai_mission",
+     "llm_labeler.texts_address=tcp://0.0.0.0:0"],
+])
+def test_commands_refuse_a_public_bind_without_keys_in_one_line(argv: list[str], capsys,
+                                                                  monkeypatch) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "explorer keys gen" in err[0]
