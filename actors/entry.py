@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from explorer.core.specs import EnvSpec
+from explorer.core.specs import EnvSpec, with_env_spec
 
 __all__ = ["ActorArgs", "actor_process"]
 
@@ -20,7 +20,8 @@ class ActorArgs:
 
     actor_id: int
     cfg: Any
-    env_spec: EnvSpec
+    #: None while the launcher still probes the env: it then comes down ``env_spec_pipe``.
+    env_spec: EnvSpec | None
     rollout_address: str
     weights_address: str
     env_seed: int
@@ -30,10 +31,12 @@ class ActorArgs:
     heartbeats: Any = None
     #: The run's CURVE public keys (``explorer.core.curve.CurveKeys``); None: no CURVE.
     curve: Any = None
+    #: Receiving end of a pipe the launcher sends the env spec down (``env_spec`` None).
+    env_spec_pipe: Any = None
 
 
 def actor_process(args: ActorArgs) -> None:
     """``multiprocessing`` target: imports the role's code in the child, then runs it."""
     from actors.actor import actor_main
 
-    actor_main(args)
+    actor_main(with_env_spec(args))  # the imports above overlap the launcher's env probe

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from explorer.core.specs import EnvSpec
+from explorer.core.specs import EnvSpec, with_env_spec
 
 __all__ = ["LearnerArgs", "learner_process"]
 
@@ -19,7 +19,8 @@ class LearnerArgs:
     """Everything the learner process needs; picklable so it can cross ``spawn``."""
 
     cfg: Any
-    env_spec: EnvSpec
+    #: None while the launcher still probes the env: it then comes down ``env_spec_pipe``.
+    env_spec: EnvSpec | None
     run_dir: str
     rollout_address: str
     weights_address: str
@@ -33,10 +34,12 @@ class LearnerArgs:
     labeler_address: str | None = None
     #: The run's CURVE public keys (``explorer.core.curve.CurveKeys``); None: no CURVE.
     curve: Any = None
+    #: Receiving end of a pipe the launcher sends the env spec down (``env_spec`` None).
+    env_spec_pipe: Any = None
 
 
 def learner_process(args: LearnerArgs) -> None:
     """``multiprocessing`` target: imports the role's code in the child, then runs it."""
     from learner.worker import learner_main
 
-    learner_main(args)
+    learner_main(with_env_spec(args))  # the imports above overlap the launcher's env probe

@@ -52,7 +52,8 @@ def test_atari_nature_cnn_with_gru_core_runs(tmp_path: Path) -> None:
     _, result = _train("quickstart.yaml", tmp_path, "env.id=Pong-v5", "env.envs_per_actor=4",
                        "actors.rollout_len=16", "total_env_steps=2000",
                        "learner.model.kind=nature_cnn", "learner.model.core=gru",
-                       "learner.model.core_size=32", "learner.model.hidden_size=64")
+                       "learner.model.core_size=32", "learner.model.hidden_size=64",
+                       "learner.model.separate_critic=false")
     assert result.reason == "done"
     assert result.env_steps >= 2000
     assert result.last_status["dropped"] == 0

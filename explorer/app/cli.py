@@ -8,12 +8,14 @@ with status 2 — never a traceback.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from explorer.app.validate import load_run_config
+from explorer.app.validate import check_env, load_run_config
 from explorer.core.config import ConfigError, format_config
+from explorer.core.specs import EnvSpec
 
 __all__ = ["main"]
 
@@ -63,18 +65,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         if path is None:
             raise UsageError("give a config file, e.g. `explorer run configs/quickstart.yaml`")
-        cfg, ckpt, generation = load_run_config(path, overrides), None, 0
+        # the env checks import envpool (most of a second): they run while the processes
+        # start, in probe_env below
+        cfg, ckpt, generation = load_run_config(path, overrides, env_checks=False), None, 0
         run_dir = create_run_dir(cfg, argv)
     reporter = ProgressReporter(enabled=not args.quiet)
     console = reporter.console
+
+    def probe_env() -> EnvSpec:
+        check_env(cfg)
+        try:
+            spec = probe_env_spec(cfg.env)
+        except ValueError as err:
+            raise UsageError(f"env.id={cfg.env.id}: {err}") from None
+        console.print(f"run directory: {run_dir}"
+                      + (f" (resuming from {ckpt.name})" if ckpt else ""))
+        console.print(f"watch it live: tensorboard --logdir {run_dir / 'tb'}")
+        return spec
+
     try:
-        env_spec = probe_env_spec(cfg.env)
-    except ValueError as err:
-        raise UsageError(f"env.id={cfg.env.id}: {err}") from None
-    console.print(f"run directory: {run_dir}" + (f" (resuming from {ckpt.name})" if ckpt else ""))
-    console.print(f"watch it live: tensorboard --logdir {run_dir / 'tb'}")
-    result = Supervisor(cfg, env_spec, run_dir, resume_path=ckpt, resume_generation=generation,
-                        reporter=reporter).run()
+        result = Supervisor(cfg, probe_env, run_dir, resume_path=ckpt,
+                            resume_generation=generation, reporter=reporter).run()
+    except (ConfigError, UsageError):
+        if not args.resume:  # nothing ran: leave no run directory behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     if result.reason == "bad_checkpoint":
         raise UsageError(result.last_status["error"])
     if result.reason == "labeler_failed":

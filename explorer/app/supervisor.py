@@ -15,6 +15,7 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,17 +100,22 @@ class Supervisor:
 
     Args:
         cfg: the resolved :class:`~explorer.core.config.Config`.
-        env_spec: spec probed from the env before any process starts.
+        env_spec: the env's spec, or a function that probes it: then the processes start
+            first (their imports of torch and envpool overlap the probe) and receive the spec
+            down a pipe; what the function raises, :meth:`run` raises after stopping them.
         run_dir: ``runs/<name>`` (logs, checkpoints, config.yaml).
         resume_path: checkpoint to resume from, or None.
         resume_generation: how many times this run was resumed (varies env seeds).
     """
 
-    def __init__(self, cfg: Any, env_spec: EnvSpec, run_dir: Path,
+    def __init__(self, cfg: Any, env_spec: EnvSpec | Callable[[], EnvSpec], run_dir: Path,
                  resume_path: Path | None = None, resume_generation: int = 0,
                  reporter: ProgressReporter | None = None) -> None:
         self.cfg = cfg
-        self.env_spec = env_spec
+        self.env_spec: EnvSpec | None = None if callable(env_spec) else env_spec
+        self._probe_env = env_spec if callable(env_spec) else None
+        #: sending ends of the pipes of processes waiting for the env spec
+        self._spec_waiters: list[Any] = []
         self.run_dir = run_dir
         self.resume_path = resume_path
         self.resume_generation = resume_generation
@@ -131,6 +137,7 @@ class Supervisor:
         self.addresses: dict[str, str] = {}
         self.last_status: dict[str, Any] = {}
         self.events: list[str] = []
+        self._held_events: list[str] = []
         self._ipc_dir: str | None = None
         self._interrupted = False
         self._writer: Any = None
@@ -253,7 +260,8 @@ class Supervisor:
         if not (rollout_addr.endswith(":0") or weights_addr.endswith(":0")):
             self.addresses = {"rollout": rollout_addr, "weights": weights_addr}
         args = LearnerArgs(
-            cfg=self.cfg, env_spec=self.env_spec, run_dir=str(self.run_dir),
+            cfg=self.cfg, env_spec=self.env_spec, env_spec_pipe=self._spec_pipe(),
+            run_dir=str(self.run_dir),
             rollout_address=rollout_addr, weights_address=weights_addr,
             stop_event=self.stop_event, status_queue=self.status_queue,
             final_queue=self.final_queue,
@@ -282,6 +290,7 @@ class Supervisor:
         env_seed, torch_seed = self._seeds(slot.actor_id, slot.incarnation)
         args = ActorArgs(
             actor_id=slot.actor_id, cfg=self.actor_cfg, env_spec=self.env_spec,
+            env_spec_pipe=self._spec_pipe(),
             rollout_address=self.addresses["rollout"],
             weights_address=self.addresses["weights"],
             env_seed=env_seed, torch_seed=torch_seed, stop_event=self.stop_event,
@@ -297,6 +306,9 @@ class Supervisor:
     # -- watching --------------------------------------------------------------------------
     def _event(self, text: str) -> None:
         self.events.append(text)
+        if self.env_spec is None:  # shown once the env probe says the run is valid
+            self._held_events.append(text)
+            return
         self.reporter.event(text)
 
     def _watch_actors(self, now: float) -> None:
@@ -437,6 +449,7 @@ class Supervisor:
             self._start_learner()
             if self.addresses:  # known already: start-up of learner and actors overlaps
                 self._start_actors()
+            self._send_env_spec()
             ready = self._wait_ready()
             if ready is None:
                 return self._learner_failed()
@@ -459,6 +472,35 @@ class Supervisor:
             self.reporter.stop()
             self._shutdown(_LEARNER_EXIT_TIMEOUT_S)
             signal.signal(signal.SIGINT, previous)
+
+    def _spec_pipe(self) -> Any:
+        """None when the env spec is known; else the receiving end of a new pipe, whose
+        sending end :meth:`_send_env_spec` uses once the probe is done."""
+        if self.env_spec is not None:
+            return None
+        receiver, sender = self.ctx.Pipe(duplex=False)
+        self._spec_waiters.append(sender)
+        return receiver
+
+    def _send_env_spec(self) -> None:
+        """Probe the env while the started processes import, then hand them the spec. A
+        failed probe closes the pipes (the processes exit) and raises."""
+        if self._probe_env is not None:
+            probe, self._probe_env = self._probe_env, None
+            try:
+                self.env_spec = probe()
+            finally:
+                if self.env_spec is None:
+                    for sender in self._spec_waiters:
+                        sender.close()
+                    self._spec_waiters.clear()
+        for sender in self._spec_waiters:
+            sender.send(self.env_spec)
+            sender.close()
+        self._spec_waiters.clear()
+        for text in self._held_events:
+            self.reporter.event(text)
+        self._held_events.clear()
 
     def _learner_failed(self) -> RunResult:
         code = self.learner.exitcode if self.learner is not None else None

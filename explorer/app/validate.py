@@ -14,10 +14,10 @@ from typing import Any
 
 from actors.env_ids import env_id_problems
 from actors.texts import text_source_problems
-from explorer.core.config import Config, ConfigCheck, config_from_dict, load_config
+from explorer.core.config import Config, ConfigCheck, ConfigError, config_from_dict, load_config
 from llm_labeler.registry import labeler_problems
 
-__all__ = ["RUN_CHECKS", "load_run_config", "run_config_from_dict"]
+__all__ = ["ENV_CHECKS", "RUN_CHECKS", "check_env", "load_run_config", "run_config_from_dict"]
 
 def _intrinsic_problems(cfg: Config) -> list[str]:
     """The bonus registry imports torch: read it only for a config that has bonuses, so a
@@ -38,19 +38,36 @@ def _curve_key_problems(cfg: Config) -> list[str]:
     return curve_key_problems(cfg)
 
 
+#: The checks that read the env registries: importing envpool takes most of a second, which
+#: ``explorer run`` spends while its processes start (:func:`check_env`).
+ENV_CHECKS: tuple[ConfigCheck, ...] = (env_id_problems,)
+
 #: Every registry check a run's config must pass.
-RUN_CHECKS: tuple[ConfigCheck, ...] = (env_id_problems, text_source_problems,
-                                       _intrinsic_problems, labeler_problems,
-                                       _curve_key_problems)
+RUN_CHECKS: tuple[ConfigCheck, ...] = (*ENV_CHECKS, text_source_problems, _intrinsic_problems,
+                                       labeler_problems, _curve_key_problems)
 
 
-def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
-    """:func:`~explorer.core.config.load_config` plus :data:`RUN_CHECKS`.
+def load_run_config(path: str | Path | None, overrides: Sequence[str] = (),
+                    env_checks: bool = True) -> Config:
+    """:func:`~explorer.core.config.load_config` plus :data:`RUN_CHECKS` (without
+    :data:`ENV_CHECKS` when ``env_checks`` is False: the caller runs :func:`check_env`).
 
     Raises:
         ConfigError: every problem found, one line each.
     """
-    return load_config(path, overrides, checks=RUN_CHECKS)
+    checks = RUN_CHECKS if env_checks else tuple(c for c in RUN_CHECKS if c not in ENV_CHECKS)
+    return load_config(path, overrides, checks=checks)
+
+
+def check_env(cfg: Config) -> None:
+    """:data:`ENV_CHECKS` of a loaded config.
+
+    Raises:
+        ConfigError: every problem found, one line each.
+    """
+    problems = [p for check in ENV_CHECKS for p in check(cfg)]
+    if problems:
+        raise ConfigError(problems)
 
 
 def run_config_from_dict(data: Mapping[str, Any]) -> Config:

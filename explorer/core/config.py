@@ -626,9 +626,11 @@ def _check_minibatch_split(cfg: Config) -> list[str]:
 def _check_separate_critic(cfg: Config) -> list[str]:
     """A separate critic torso has no recurrent core of its own."""
     model = cfg.learner.model
-    if model.separate_critic and model.core != "none":
-        return ["learner.model.separate_critic: needs learner.model.core=none (the critic's "
-                "own torso has no recurrent core; share the torso with a GRU)"]
+    core = "retrieval" if model.retrieval.k > 0 else model.core
+    if model.separate_critic and core != "none":
+        return [f"learner.model.separate_critic: needs a feed-forward model, not the {core} "
+                "core (the critic's own torso has no core); set "
+                "learner.model.separate_critic=false to use one"]
     return []
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "sanitize_label",
     "unpack_episode_stats",
     "weights_schema",
+    "with_env_spec",
 ]
 
 #: key -> (per-env shape, numpy dtype name)
@@ -191,3 +192,24 @@ def weights_schema(named_params: Mapping[str, np.ndarray], max_bytes: int) -> Wi
     """Schema of a weights broadcast for a model with these named float32 tensors."""
     arrays = {name: ArraySpec(str(p.dtype), tuple(p.shape)) for name, p in named_params.items()}
     return WireSchema(kind=KIND_WEIGHTS, arrays=arrays, max_bytes=max_bytes)
+
+
+def with_env_spec(args: Any) -> Any:
+    """A process's frozen args with ``env_spec`` filled in from ``args.env_spec_pipe``.
+
+    The launcher starts the processes while it still probes the env (so their imports of
+    torch and envpool overlap the probe) and sends the spec down that pipe when it has it.
+    Exits the process quietly when the launcher closes the pipe without one (a bad env id:
+    the launcher reports it).
+    """
+    import dataclasses
+
+    if args.env_spec is not None or args.env_spec_pipe is None:
+        return args
+    try:
+        spec = args.env_spec_pipe.recv()
+    except EOFError:
+        raise SystemExit(1) from None
+    finally:
+        args.env_spec_pipe.close()
+    return dataclasses.replace(args, env_spec=spec, env_spec_pipe=None)

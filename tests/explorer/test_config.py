@@ -391,6 +391,9 @@ def test_unknown_text_source_names_the_key() -> None:
 
 
 def test_separate_critic_with_a_core_is_one_line() -> None:
-    with pytest.raises(ConfigError, match=r"^learner\.model\.separate_critic: needs "
-                                          r"learner\.model\.core=none"):
-        run_config_from_dict({"learner": {"model": {"separate_critic": True, "core": "gru"}}})
+    for model in ({"core": "gru"}, {"retrieval": {"k": 3}}):
+        core = model.get("core", "retrieval")
+        with pytest.raises(ConfigError, match=rf"^learner\.model\.separate_critic: needs a "
+                                              rf"feed-forward model, not the {core} core.*"
+                                              r"separate_critic=false"):
+            run_config_from_dict({"learner": {"model": {"separate_critic": True, **model}}})
