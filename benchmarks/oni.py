@@ -23,8 +23,9 @@ object with every figure::
         MiniGrid-ObstructedMaze-1Dl-v0 --arms extrinsic oni_classification oni_retrieval \
         --seeds 0 1 2 --steps 10000000 --runs-dir runs/oni
 
-(the defaults; ~20 min per run on this project's loaded 2-core machine: 18 runs ~6 h). Runs
-kept with ``--runs-dir`` are combined, training nothing, by ``--report RUN_DIR ...``.
+(the defaults; 10-20 min per 10M-step run on this project's loaded 2-core machine: 18 runs
+about 4-6 h). Runs kept with ``--runs-dir`` are combined, training nothing, by ``--report
+RUN_DIR ...`` (a directory holding run directories is read whole).
 
 Part 2, NetHack (``NETHACK_ARMS``), is listed but not run by this driver: every row of it is
 reported as "not run".
