@@ -16,6 +16,7 @@ queue's ``known`` check).
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import queue
@@ -407,11 +408,23 @@ class LabelerService:
         self.store.close()
 
 
+def _nice_every_thread(increment: int) -> None:
+    """Lower the priority of every thread of this process (Linux's nice is per thread, and
+    the service's worker threads already run); elsewhere, of the calling thread."""
+    try:
+        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:
+        os.nice(increment)
+        return
+    for tid in threads:
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            os.setpriority(os.PRIO_PROCESS, tid,
+                           min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
+
+
 def labeler_main(args: ServiceArgs) -> None:
     """Process entry point: SIGINT is the supervisor's; the service watches the stop event."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if args.cfg.nice:
-        os.nice(args.cfg.nice)
     import torch
 
     torch.set_num_threads(1)
@@ -427,6 +440,10 @@ def labeler_main(args: ServiceArgs) -> None:
         args.status_queue.put(("labeler_ready", {"texts": service.texts_address,
                                                  "updates": service.updates_address,
                                                  **service.restored}))
+    # niced only once ready: the run waits for the start-up (loading the model), which a
+    # busy machine would otherwise starve; the labelling after it is asynchronous
+    if args.cfg.nice:
+        _nice_every_thread(args.cfg.nice)
     try:
         service.run()
     finally:

@@ -7,6 +7,7 @@ out over SUB and are checked against the labels the backend gave and the store h
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -415,3 +416,26 @@ def test_a_configuration_error_is_reported_and_texts_wait_for_the_fix(
             h.close()
     reported = [r for r in caplog.records if "Incorrect API key" in r.getMessage()]
     assert len(reported) == 1 and reported[0].levelno == logging.ERROR
+
+
+def test_nice_every_thread_lowers_threads_already_running() -> None:
+    """The service nices itself once ready, when its worker threads already run: every
+    thread must be lowered, not only the caller (Linux's nice is per thread)."""
+    import subprocess
+
+    code = (
+        "import os, threading, time\n"
+        "from llm_labeler.service import _nice_every_thread\n"
+        "box = {}\n"
+        "def worker():\n"
+        "    box['tid'] = threading.get_native_id(); time.sleep(2)\n"
+        "t = threading.Thread(target=worker); t.start(); time.sleep(0.2)\n"
+        "_nice_every_thread(5)\n"
+        "print(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),\n"
+        "      os.getpriority(os.PRIO_PROCESS, box['tid']))\n"
+        "t.join()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert [int(x) for x in out.stdout.split()] == [min(19, base + 5)] * 2
