@@ -78,3 +78,13 @@ def test_unknown_key_in_yaml_file(tmp_path: Path) -> None:
     out = _cli("run", str(bad))
     assert out.returncode == 2
     assert "unknown key 'env.num_env'" in out.stderr, out.stderr
+
+
+def test_a_bad_env_id_leaves_no_run_directory(tmp_path: Path) -> None:
+    """The env checks run while the processes start: a bad id still ends the command with
+    one error line, and the run directory made for it is gone again."""
+    out = _cli("run", QUICKSTART, "env.id=MiniGrid-DoorKey-5x5-v9", f"runs_dir={tmp_path}")
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MiniGrid-DoorKey-5x5-v0" in lines[0], out.stderr
+    assert list(tmp_path.iterdir()) == []
