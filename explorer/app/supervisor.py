@@ -489,11 +489,11 @@ class Supervisor:
             probe, self._probe_env = self._probe_env, None
             try:
                 self.env_spec = probe()
-            finally:
-                if self.env_spec is None:
-                    for sender in self._spec_waiters:
-                        sender.close()
-                    self._spec_waiters.clear()
+            except BaseException:
+                for sender in self._spec_waiters:
+                    sender.close()
+                self._spec_waiters.clear()
+                raise
         for sender in self._spec_waiters:
             sender.send(self.env_spec)
             sender.close()

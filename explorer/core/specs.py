@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -202,8 +202,6 @@ def with_env_spec(args: Any) -> Any:
     Exits the process quietly when the launcher closes the pipe without one (a bad env id:
     the launcher reports it).
     """
-    import dataclasses
-
     if args.env_spec is not None or args.env_spec_pipe is None:
         return args
     try:
@@ -212,4 +210,4 @@ def with_env_spec(args: Any) -> Any:
         raise SystemExit(1) from None
     finally:
         args.env_spec_pipe.close()
-    return dataclasses.replace(args, env_spec=spec, env_spec_pipe=None)
+    return replace(args, env_spec=spec, env_spec_pipe=None)
