@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from actors.env_ids import envpool_ids, nle_ids
+from actors.env_ids import envpool_knows, nle_ids
 from explorer.core.specs import EnvSpec, ObsSpec
 
 __all__ = ["StepResult", "VecEnv", "make_vec_env", "probe_env_spec"]
@@ -106,6 +106,7 @@ class EnvPoolVecEnv(_Backend):
 
     def __init__(self, env_id: str, num_envs: int, seed: int, max_episode_steps: int | None,
                  kwargs: dict) -> None:
+        envpool_knows(env_id)  # first: imports envpool with only this id's family registered
         import envpool
 
         extra = dict(kwargs)
@@ -195,7 +196,7 @@ def _make_backend(env_cfg: Any, num_envs: int, seed: int, render: bool = False) 
     if backend == "auto" and env_cfg.id in (nle_ids() or ()):
         backend = "nle"
     if backend == "auto":
-        backend = "envpool" if env_cfg.id in (envpool_ids() or ()) else "gymnasium"
+        backend = "envpool" if envpool_knows(env_cfg.id) else "gymnasium"
     if backend == "nle":
         from actors.nethack import NetHackVecEnv  # imports nle only when it is needed
 

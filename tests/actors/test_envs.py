@@ -64,3 +64,24 @@ def test_discrete_observations_and_dict_specs() -> None:
 def test_continuous_actions_are_a_clear_error() -> None:
     with pytest.raises(TypeError, match="only Discrete actions"):
         make_vec_env(_EnvCfg("Pendulum-v1", "gymnasium"), 1, 0)
+
+
+def test_envpool_registers_only_the_family_it_needs() -> None:
+    """A MiniGrid run never imports EnvPool's jumanji family (and its matplotlib); an Atari
+    id or an unknown one still resolves, the latter against every family's ids."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from actors.env_ids import envpool_ids, envpool_knows\n"
+        "from actors.envs import EnvPoolVecEnv\n"
+        "env = EnvPoolVecEnv('MiniGrid-DoorKey-5x5-v0', 2, 0, None, {})\n"
+        "env.reset(); env.close()\n"
+        "light = 'matplotlib' not in sys.modules and 'envpool.jumanji' not in sys.modules\n"
+        "print(light, envpool_knows('Pong-v5'), envpool_knows('Nope-v0'),\n"
+        "      'envpool.jumanji.registration' in sys.modules, len(envpool_ids()) > 1000)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=120).stdout.split()
+    assert out == ["True", "True", "False", "True", "True"]
