@@ -42,6 +42,8 @@ __all__ = [
     "EnvConfig",
     "IntrinsicConfig",
     "LabelerConfig",
+    "LauncherConfig",
+    "LauncherResources",
     "LearnerConfig",
     "ModelConfig",
     "RetrievalConfig",
@@ -272,6 +274,51 @@ class WireConfig:
 
 
 @dataclass(frozen=True)
+class LauncherResources:
+    """What a Ray launcher asks the cluster for, per process (the local launcher ignores it)."""
+
+    #: CPUs reserved for each actor process.
+    actor_cpus: float = _field(1.0, ge=0)
+    #: CPUs reserved for the learner process.
+    learner_cpus: float = _field(1.0, ge=0)
+    #: GPUs reserved for the learner; None: 1 when the cluster has a GPU, else 0.
+    learner_gpus: float | None = _field(None, ge=0)
+    #: CPUs reserved for the labeler process.
+    labeler_cpus: float = _field(1.0, ge=0)
+    #: Custom Ray resources each actor asks for, e.g. ``{actor_node: 1}`` to place actors only
+    #: on nodes started with ``ray start --resources='{"actor_node": 8}'``.
+    actor_custom: dict[str, float] = field(default_factory=dict)
+    #: Custom Ray resources the learner asks for (e.g. ``{learner_node: 1}``).
+    learner_custom: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LauncherConfig:
+    """How ``explorer run`` starts its processes. ``launcher=ray`` is short for
+    ``launcher.kind=ray``.
+
+    ``local``: learner, actors and labeler are child processes of the command. ``ray``: they
+    are Ray actors placed on a Ray cluster with the resources below; the launcher only places,
+    starts, watches and restarts them, data still flows over ZeroMQ ``tcp://`` (with
+    ``wire.transport=ipc`` the run switches to tcp and says so).
+    """
+
+    #: ``local`` (child processes) or ``ray`` (Ray actors on a cluster).
+    kind: str = _field("local", choices=("local", "ray"))
+    #: Ray cluster to join: None starts a private one-machine Ray instance for the run,
+    #: ``auto`` joins the cluster running on this machine (``ray start``), ``HOST:PORT`` the
+    #: one whose head listens there (ray only).
+    address: str | None = _field(None, pattern=r"auto|ray://\S+|[\w.\-\[\]:]+:\d+",
+                                 pattern_hint="auto, HOST:PORT or ray://HOST:PORT")
+    #: Resources each process asks the cluster for (ray only).
+    resources: LauncherResources = field(default_factory=LauncherResources)
+
+
+#: A string where the section's mapping belongs sets this field (``launcher=ray``).
+LauncherConfig._shorthand = "kind"  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
 class TextConfig:
     """What the agent reads (for the LLM labeler): captured, counted per episode, sent."""
 
@@ -413,6 +460,8 @@ class Config:
     intrinsic: tuple[IntrinsicConfig, ...] = ()
     #: The LLM labeler and its ONI reward (off unless ``llm_labeler.labeler`` is set).
     llm_labeler: LabelerConfig = field(default_factory=LabelerConfig)
+    #: How the processes are started: locally (default) or on a Ray cluster.
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
 
 
 # --------------------------------------------------------------------------- YAML
@@ -569,6 +618,13 @@ def _sequence_item_dataclass(hint: Any) -> type | None:
     return None
 
 
+def _expand_shorthand(cls: type, value: Any) -> Any:
+    """``{field: value}`` for a string given where a section with a ``_shorthand`` field
+    belongs (``launcher: ray`` is ``launcher: {kind: ray}``); else ``value`` unchanged."""
+    shorthand = getattr(cls, "_shorthand", None)
+    return {shorthand: value} if shorthand and isinstance(value, str) else value
+
+
 def _build(cls: type[T], data: Any, prefix: str, problems: list[str],
            schema: type | None = None) -> T:
     """Build dataclass ``cls`` from ``data``, appending problems; bad values keep defaults.
@@ -586,7 +642,7 @@ def _build(cls: type[T], data: Any, prefix: str, problems: list[str],
             continue
         key, hint = _join(prefix, name), hints[name]
         if dataclasses.is_dataclass(hint):
-            values[name] = _build(hint, value, key, problems, schema)
+            values[name] = _build(hint, _expand_shorthand(hint, value), key, problems, schema)
             continue
         item_cls = _sequence_item_dataclass(hint)
         if item_cls is not None:
@@ -690,6 +746,22 @@ def _check_public_binds(cfg: Config) -> list[str]:
     return problems
 
 
+def _check_launcher(cfg: Config) -> list[str]:
+    """Cluster settings mean something to the Ray launcher only; custom resources are
+    amounts."""
+    launcher = cfg.launcher
+    problems = []
+    if launcher.kind == "local" and launcher.address is not None:
+        problems.append(f"launcher.address: {launcher.address!r} is for launcher.kind=ray "
+                        "(set launcher=ray, or drop the address)")
+    for key in ("actor_custom", "learner_custom"):
+        for name, amount in getattr(launcher.resources, key).items():
+            if isinstance(amount, bool) or not isinstance(amount, int | float) or amount < 0:
+                problems.append(f"launcher.resources.{key}.{name}: expected an amount >= 0, "
+                                f"got {_show(amount)}")
+    return problems
+
+
 #: A check that needs more than the schema (an env registry, a labeler registry): it returns
 #: one problem line per mistake, naming the key. The app layer supplies these.
 ConfigCheck = Callable[["Config"], list[str]]
@@ -702,7 +774,7 @@ def _validate(data: Any, checks: Sequence[ConfigCheck] = (),
     problems: list[str] = []
     cfg = _build(schema, data, "", problems, schema)
     own = ((_check_ports, _check_minibatch_split, _check_separate_critic, _check_retrieval,
-            _check_labeler, _check_public_binds) if schema is Config else ())
+            _check_labeler, _check_public_binds, _check_launcher) if schema is Config else ())
     for check in (*own, *checks):
         problems += check(cfg)
     return cfg, problems
@@ -735,12 +807,20 @@ def _apply_override(data: dict[str, Any], override: str, schema: type = Config) 
             return f"override {override!r}: {'.'.join(parts[: depth + 1])} is not a mapping"
         else:
             break  # a leaf, or free-form keys inside a dict field
-    node = data
+    node, cls = data, schema
     for part in parts[:-1]:
+        cls = get_type_hints(cls).get(part) if dataclasses.is_dataclass(cls) else None
+        if dataclasses.is_dataclass(cls):  # launcher=ray, then launcher.address=auto
+            node[part] = _expand_shorthand(cls, node.get(part))
         if not isinstance(node.get(part), dict):
             node[part] = {}
         node = node[part]
-    node[parts[-1]] = value
+    hint = get_type_hints(cls).get(parts[-1]) if dataclasses.is_dataclass(cls) else None
+    expanded = _expand_shorthand(hint, value) if dataclasses.is_dataclass(hint) else value
+    if expanded is not value and isinstance(node.get(parts[-1]), dict):
+        node[parts[-1]].update(expanded)  # launcher.address=auto, then launcher=ray
+    else:
+        node[parts[-1]] = expanded
     return None
 
 
