@@ -39,6 +39,9 @@ __all__ = ["LearnerArgs", "LearnerWorker", "learner_main"]
 
 _POLL_MS = 20
 _REPUBLISH_S = 1.0
+#: Until the first rollout arrives: actors that connected after a publication (ZeroMQ drops
+#: what a subscriber not yet joined would have got) wait this long, not ``_REPUBLISH_S``.
+_STARTUP_REPUBLISH_S = 0.02
 _STATUS_S = 1.0
 _REPORT_TIMEOUT_S = 30.0
 _RETURN_WINDOW = 100
@@ -419,7 +422,7 @@ class LearnerWorker:
             if len(self.pending) >= cfg.learner.batch_rollouts:
                 self.train_step()
             now = time.monotonic()
-            if now - self.last_publish > _REPUBLISH_S:
+            if now - self.last_publish > (_REPUBLISH_S if self.received else _STARTUP_REPUBLISH_S):
                 self.publish()
             if now - last_status > _STATUS_S:
                 self._put_status("status", self.status())
