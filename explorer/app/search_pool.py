@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import shutil
+import signal
 import tempfile
 import time
 from collections import deque
@@ -22,7 +23,6 @@ import numpy as np
 import zmq
 
 from actors.evaluator_entry import EvaluatorArgs, evaluator_process
-from explorer.app.supervisor import _start_ignoring_sigint
 from explorer.core.sockets import bind
 from explorer.core.wire import DropCounter, Message, WireError, decode, encode
 from explorer.novelty.config import SearchConfig
@@ -32,6 +32,16 @@ __all__ = ["EvalBatch", "EvaluationPool", "WorkersFailed"]
 
 _POLL_MS = 50
 _STARTUP_GRACE_S = 120.0
+
+
+def _start_ignoring_sigint(process: Any) -> None:
+    """Starts ``process`` with SIGINT ignored from its first instruction (a terminal's Ctrl-C
+    reaches the whole process group; the driver alone handles it and stops the workers)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class WorkersFailed(RuntimeError):
