@@ -21,6 +21,7 @@ import zmq
 
 from explorer.core.checkpoint import (
     CheckpointError,
+    CheckpointWriteError,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
@@ -193,6 +194,8 @@ class LearnerWorker:
         self.labeler_sub = (None if args.labeler_address is None
                             else TableSubscriber(ctx, args.labeler_address, self.security))
         self.labeler_meta: dict[str, float] = {}
+        #: periodic checkpoints that could not be written (full disk): training went on
+        self.checkpoint_failures = 0
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -222,6 +225,17 @@ class LearnerWorker:
 
     def checkpoint(self) -> Path:
         return save_checkpoint(self.run_dir / "checkpoints", self.env_steps, self.state_dict())
+
+    def _periodic_checkpoint(self) -> None:
+        """A periodic checkpoint that cannot be written (a full disk) is one line on stderr
+        and a count (``perf/checkpoint_failures``), not the end of the run: training goes on,
+        the next interval tries again, the newest complete checkpoint stays as it was."""
+        try:
+            self.checkpoint()
+        except CheckpointWriteError as err:
+            self.checkpoint_failures += 1
+            print(f"learner: {err}; training goes on, next try in "
+                  f"{self.cfg.checkpoint_interval_s:g}s", file=sys.stderr, flush=True)
 
     # -- sockets ---------------------------------------------------------------------------
     def poll_labeler(self) -> None:
@@ -346,6 +360,7 @@ class LearnerWorker:
             "perf/policy_version": self.learner.policy_version,
             "wire/dropped": self.drops.total,
             "wire/received": self.received,
+            "perf/checkpoint_failures": self.checkpoint_failures,
         })
         if self.security.enabled:  # handshakes refused: a client without an authorised key
             scalars["wire/auth_rejected"] = self.security.rejected
@@ -431,7 +446,7 @@ class LearnerWorker:
                 self.log()
                 last_log = now
             if now - last_ckpt > cfg.checkpoint_interval_s:
-                self.checkpoint()
+                self._periodic_checkpoint()
                 last_ckpt = now
         self.log()
         path = self.checkpoint()
@@ -464,6 +479,10 @@ def learner_main(args: LearnerArgs) -> None:
         raise SystemExit(1) from None
     try:
         worker.run()
+    except CheckpointWriteError as err:  # the final checkpoint: one line, the supervisor
+        # names the newest complete checkpoint and how to resume from it
+        print(f"learner: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     finally:
         worker.close()
         ctx.term()

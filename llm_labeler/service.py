@@ -39,7 +39,7 @@ from llm_labeler.protocol import Label, LabelerError, as_sync
 from llm_labeler.queue import PendingQueue
 from llm_labeler.registry import make_labeler
 from llm_labeler.reward_models import RankingRewardModel, make_reward_model
-from llm_labeler.store import LabelStore
+from llm_labeler.store import HeldWrites, LabelStore
 
 __all__ = ["META_BUDGET", "LabelerService", "ServiceArgs", "fit_metrics", "labeler_main"]
 
@@ -125,6 +125,9 @@ class LabelerService:
             kwargs.setdefault("seed", args.seed)
         self.model = make_reward_model(cfg.reward_model, encoder, **kwargs)
         self.store = LabelStore(args.store_path, synchronous="NORMAL")
+        #: every write goes through it: a full disk holds rows in memory instead of killing
+        #: the service (labelling waits until they are written)
+        self.writes = HeldWrites(self.store)
         self.queue = PendingQueue(cfg.queue_size, known=self.store.__contains__)
         self._restore()
         self.admission = TextAdmission(cfg.max_texts, cfg.max_texts_per_sender,
@@ -181,9 +184,14 @@ class LabelerService:
         gate = getattr(self.labeler, "config_gate", None)
         return gate is not None and bool(gate.held)
 
+    def _store_full(self) -> bool:
+        """Whether rows wait for room on a full disk (tried again here, once a second):
+        labelling waits, since a label the store cannot keep is an LLM call a crash loses."""
+        return not self.writes.flush()
+
     def _work(self) -> None:
         while not self._stop.is_set():
-            if self._unavailable():
+            if self._unavailable() or self._store_full():
                 self._stop.wait(0.1)
                 continue
             busy = False
@@ -223,7 +231,7 @@ class LabelerService:
         with self._stats_lock:
             self.latencies.append(time.monotonic() - start)
         if labels:
-            self.store.put_many(labels, prompt_hash=self.prompt_hash)
+            self.writes.add(labels=labels, prompt_hash=self.prompt_hash)
             self.queue.done([lab.text for lab in labels])
             with self._stats_lock:
                 self.label_times.append((time.monotonic(), len(labels)))
@@ -241,7 +249,7 @@ class LabelerService:
             with self._stats_lock:
                 self.errors[getattr(err, "reason", "compare")] += 1
             return
-        self.store.put_preferences(prefs, backend=self.cfg.labeler)
+        self.writes.add(prefs=prefs, backend=self.cfg.labeler)
         self.results.put(("preferences", prefs))
 
     # -- main thread: sockets and reward model ---------------------------------------------
@@ -276,7 +284,7 @@ class LabelerService:
         if new:
             accepted = list(new)
             self.model.add_texts(accepted)
-            self.store.add_seen(accepted)
+            self.writes.add(seen=accepted)
             self.queue.extend(accepted)
         self.queue.bump(recurring)  # frequent texts first
 
@@ -305,7 +313,7 @@ class LabelerService:
         prefs = model.preferences_from_scores(
             model.sample_pairs(model.pairs_per_round, labelled_only=True))
         if prefs:
-            self.store.put_preferences(prefs, backend=f"{self.cfg.labeler}:scores")
+            self.writes.add(prefs=prefs, backend=f"{self.cfg.labeler}:scores")
             model.add_preferences(prefs)
 
     def stats(self) -> dict[str, float]:
@@ -332,6 +340,8 @@ class LabelerService:
             "texts_received": self.counts["texts_received"],
             "store_hits": self.counts["store_hits"],
             "dropped_messages": self.counts["dropped_messages"],
+            # rows a full disk refused, held in memory until it has room (0: all on disk)
+            "store_held": float(self.writes.held()),
             **self.admission.stats(),
             # handshakes refused because the client's key is not authorised (CURVE runs only)
             **({"auth_rejected": float(self.security.rejected)} if self.security.enabled
@@ -357,6 +367,8 @@ class LabelerService:
             if isinstance(config_error, dict):  # HTTP status of the active one, 0: none
                 out["config_error"] = float(config_error.get("status") or 0)
         out.update({f"errors/{kind}": n for kind, n in errors.items()})
+        if self.writes.refused:
+            out["errors/store_full"] = float(self.writes.refused)
         out.update({f"reward_model/{k}": float(v) for k, v in
                     sorted(self.model.metrics().items())})
         fitted = fit_metrics(out)
@@ -398,6 +410,9 @@ class LabelerService:
         self._stop.set()
         if self._worker.is_alive():
             self._worker.join(timeout=30)
+        if not self.writes.flush(now=True):
+            log.error("labeler: %d rows not saved, the label store is still full: %s",
+                      self.writes.held(), self.writes.error)
         # an async labeler's wrapper closes it (aclose/close) on its event loop, then the loop
         close = getattr(self.sync_labeler, "close", None)
         if callable(close):

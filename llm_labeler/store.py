@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
@@ -31,7 +32,8 @@ from typing import Any
 
 from llm_labeler.protocol import Label
 
-__all__ = ["MAX_TEXT_CHARS", "LabelStore", "StoredLabel", "normalize_text", "text_hash"]
+__all__ = ["MAX_TEXT_CHARS", "HeldWrites", "LabelStore", "LabelStoreFullError", "StoredLabel",
+           "normalize_text", "text_hash"]
 
 #: Default cap on the characters of a text kept in the store (the hash covers the full text).
 MAX_TEXT_CHARS = 4096
@@ -70,6 +72,15 @@ CREATE TABLE IF NOT EXISTS preferences ( -- pairwise judgements for ranking rewa
 _COLUMNS = ("rowid, text_hash, text, text_len, label, score, rationale, backend, model, "
             "prompt_hash, created")
 _CHUNK = 500  # host parameters per IN (...) query; below every SQLite build's limit
+#: Seconds between tries to write what a full disk refused (:class:`HeldWrites`).
+_RETRY_FULL_S = 1.0
+
+log = logging.getLogger(__name__)
+
+
+class LabelStoreFullError(sqlite3.OperationalError):
+    """A write the disk had no room for; one line naming the store. SQLite rolled the whole
+    transaction back: the file holds every row committed before, and none of this write."""
 
 
 def normalize_text(text: str | bytes) -> tuple[str, bool]:
@@ -339,17 +350,32 @@ class LabelStore:
         return inserted
 
     def _write(self, sql: str, rows: list[tuple]) -> int:
-        """``executemany`` in one immediate transaction; returns rows changed."""
+        """``executemany`` in one immediate transaction; returns rows changed.
+
+        Raises:
+            LabelStoreFullError: the disk is full (nothing of this write is stored).
+            sqlite3.OperationalError: other failures (read-only store, lock wait timed out).
+        """
         if not rows:
             return 0
         with self._lock:
             before = self._conn.total_changes
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.executemany(sql, rows)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._conn.executemany(sql, rows)
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    # SQLite rolls back by itself on some errors (SQLITE_FULL at COMMIT): a
+                    # second ROLLBACK would raise "no transaction is active" over the cause
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as err:
+                if getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                    raise LabelStoreFullError(
+                        f"label store {self.path}: the disk is full ({err}); {len(rows)} rows "
+                        "not written, every row written before is kept") from err
                 raise
             return self._conn.total_changes - before
 
@@ -406,6 +432,98 @@ class LabelStore:
     def __repr__(self) -> str:
         mode = "ro" if self.readonly else "rw"
         return f"LabelStore({str(self.path)!r}, {mode})"
+
+
+class HeldWrites:
+    """Writes to a :class:`LabelStore` that survive a full disk: rows it refuses are held in
+    memory and written on a later try (at most one a second), in arrival order per kind.
+
+    The labeler service writes through this: a full disk then costs no label already paid for
+    (an LLM call) unless the process dies before the disk has room again. ``error`` is the
+    first refusal's message while anything is held (logged once, and once when writes work
+    again). Thread-safe.
+
+    Example::
+
+        writes = HeldWrites(store)
+        writes.add(labels=labels, prompt_hash=h)   # written now, or held
+        writes.flush()                              # True when nothing is held
+    """
+
+    def __init__(self, store: LabelStore, retry_s: float = _RETRY_FULL_S) -> None:
+        self.store = store
+        self.retry_s = retry_s
+        self._lock = threading.Lock()
+        self._seen: list[str] = []
+        self._labels: dict[str, list[Label]] = {}  # prompt_hash -> labels
+        self._prefs: dict[str, list[tuple[str, str, float]]] = {}  # backend -> prefs
+        self._retry_at = 0.0
+        #: writes the store refused (each try counts once)
+        self.refused = 0
+        self.error = ""
+
+    def held(self) -> int:
+        """Rows (seen texts, labels, preferences) waiting to be written."""
+        with self._lock:
+            return self._count()
+
+    def _count(self) -> int:
+        return (len(self._seen) + sum(map(len, self._labels.values()))
+                + sum(map(len, self._prefs.values())))
+
+    def add(self, *, seen: Iterable[str] = (), labels: Iterable[Label] = (),
+            prompt_hash: str = "", prefs: Iterable[tuple[str, str, float]] = (),
+            backend: str = "") -> bool:
+        """Write rows now, or hold them when the store is full; True when nothing is held.
+
+        Raises:
+            sqlite3.OperationalError: failures other than a full disk.
+        """
+        with self._lock:
+            first = self._count() == 0
+            self._seen.extend(seen)
+            labels = list(labels)
+            if labels:
+                self._labels.setdefault(prompt_hash, []).extend(labels)
+            prefs = list(prefs)
+            if prefs:
+                self._prefs.setdefault(backend, []).extend(prefs)
+            return self._flush(now=first)
+
+    def flush(self, *, now: bool = False) -> bool:
+        """Try to write what is held (``now``: without waiting for the retry interval);
+        True when nothing is held any more."""
+        with self._lock:
+            return self._flush(now)
+
+    def _flush(self, now: bool) -> bool:
+        if not self._count():
+            return True
+        if not now and time.monotonic() < self._retry_at:
+            return False
+        try:
+            if self._seen:
+                self.store.add_seen(self._seen)
+                self._seen = []
+            for key in list(self._labels):
+                self.store.put_many(self._labels[key], prompt_hash=key)
+                del self._labels[key]
+            for key in list(self._prefs):
+                self.store.put_preferences(self._prefs[key], backend=key)
+                del self._prefs[key]
+        except LabelStoreFullError as err:
+            self.refused += 1
+            self._retry_at = time.monotonic() + self.retry_s
+            if not self.error:
+                self.error = str(err)
+                log.error("%s; %d rows held in memory, written once it has room (labelling "
+                          "waits; cached labels keep flowing)", err, self._count())
+            return False
+        if self.error:
+            log.warning("label store %s: writable again, every held row written",
+                        self.store.path)
+            self.error = ""
+        return True
 
 
 def _row(row: tuple, *, text: str | None) -> StoredLabel:

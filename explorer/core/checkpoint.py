@@ -9,6 +9,7 @@ shared, and unpickling anything else could run code (``--resume``, ``explorer ev
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import pickle
 import random
@@ -20,8 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CheckpointError", "capture_rng_state", "checkpoint_env_steps", "latest_checkpoint",
-           "load_checkpoint", "restore_rng_state", "save_checkpoint"]
+__all__ = ["CheckpointError", "CheckpointWriteError", "capture_rng_state",
+           "checkpoint_env_steps", "latest_checkpoint", "load_checkpoint", "restore_rng_state",
+           "save_checkpoint"]
 
 _NAME = re.compile(r"^ckpt_(\d{12})\.pt$")
 _PLAIN = frozenset({str, bytes, int, float, bool, type(None), torch.Size})
@@ -31,6 +33,26 @@ _MAX_DETAIL = 160
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be loaded (safely); the message is one line naming it."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, no permission, ...); the message is one
+    line naming the file, the cause and the newest complete checkpoint, which is untouched.
+
+    ``errno`` is the cause's (``errno.ENOSPC`` for a full disk), or None when unknown.
+    """
+
+
+def _os_cause(err: BaseException) -> OSError | None:
+    """The OSError behind ``err``: torch's zip writer turns a failed write (ENOSPC) into a
+    RuntimeError ("unexpected pos ...") raised while handling the OSError."""
+    seen = 0
+    cur: BaseException | None = err
+    while cur is not None and seen < 8:
+        if isinstance(cur, OSError):
+            return cur
+        cur, seen = cur.__cause__ or cur.__context__, seen + 1
+    return None
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -84,18 +106,35 @@ def _check_loadable(value: Any, where: str = "") -> None:
 def save_checkpoint(directory: Path, env_steps: int, state: dict[str, Any], keep: int = 3) -> Path:
     """Write ``state`` as ``ckpt_<env_steps>.pt`` atomically and prune all but ``keep`` newest.
 
+    A failed write (a full disk) leaves no partial file behind (the temp file is removed, so
+    it does not hold the space either) and every earlier checkpoint as it was.
+
     Raises:
         TypeError: ``state`` holds something other than tensors and plain values.
+        CheckpointWriteError: the file could not be written; one line naming it and why.
     """
     _check_loadable(state)
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"ckpt_{env_steps:012d}.pt"
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        cause = _os_cause(err)
+        if cause is None and not isinstance(err, OSError):
+            raise  # not an I/O failure: a bug, keep its traceback
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        why = cause.strerror if cause is not None and cause.strerror else _one_line(str(err))
+        previous = latest_checkpoint(directory)
+        error = CheckpointWriteError(f"checkpoint not written: {path}: {why}; newest complete "
+                                     f"checkpoint: {previous if previous is not None else 'none'}")
+        error.errno = cause.errno if cause is not None else None
+        raise error from err
     for old in sorted(p for p in directory.iterdir() if _NAME.match(p.name))[:-keep]:
         old.unlink(missing_ok=True)
     return path
