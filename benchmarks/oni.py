@@ -79,6 +79,11 @@ ARMS: dict[str, list[str]] = {
     "extrinsic": ["text.source=null", "llm_labeler.labeler=null"],
     "oni_classification": ["llm_labeler.reward_model=classification"],
     "oni_retrieval": ["llm_labeler.reward_model=retrieval"],
+    # the control: every caption labelled 1 (a rule matching anything), so the reward is the
+    # same size but says nothing about progress: an event-novelty bonus on the captions
+    "uniform_labels": ["llm_labeler.reward_model=classification", "llm_labeler.labeler=rules",
+                       'llm_labeler.backend={positive: ["."], split: false, '
+                       'prompts_are_negative: false}'],
 }
 
 #: Part 2 of issue 15 (NetHack, ``configs/nethack_oni.yaml``, small model, 1M env steps, >= 2
@@ -127,6 +132,8 @@ def arm_of(cfg: Config) -> str:
     """The part-1 arm a run's config belongs to (``custom`` when none fits)."""
     if cfg.llm_labeler.labeler is None:
         return "extrinsic"
+    if cfg.llm_labeler.labeler == "rules":
+        return "uniform_labels"
     name = f"oni_{cfg.llm_labeler.reward_model}"
     return name if name in ARMS else "custom"
 
