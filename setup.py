@@ -43,7 +43,11 @@ setup(
         "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-rerunfailures>=14", "ruff>=0.6",
                  "matplotlib>=3.7", "import-linter>=2.1",
                  # ribs: the pyribs novelty-search baseline of benchmarks/novelty.py
-                 "ribs>=0.12,<0.13"],
+                 "ribs>=0.12,<0.13",
+                 # the Ray launcher's tests (a local cluster; no torch of its own)
+                 "ray==2.40.0"],
+        # launcher=ray: learner, actors and labeler as Ray actors on a cluster
+        "ray": ["ray==2.40.0"],
     },
     entry_points={"console_scripts": ["explorer=explorer.app.cli:main"]},
 )

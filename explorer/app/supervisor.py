@@ -4,12 +4,14 @@ Process names are fixed (``learner``, ``actor-{i}``). The learner binds the sock
 their addresses; actors connect to them. A dead actor is restarted with exponential back-off;
 a dead learner ends the run with its last checkpoint named. Ctrl-C sets a shared stop event:
 every process finishes its current step, the learner writes a checkpoint, all exit.
+
+Where and how a process runs is the launcher's (``explorer.app.launchers``: child processes, or
+Ray actors on a cluster with ``launcher=ray``); this logic is the same for both.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing as mp
 import queue
 import shutil
 import signal
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from actors.entry import ActorArgs, actor_process
+from explorer.app.launchers import Launcher, LocalLauncher, make_launcher
 from explorer.app.progress import ProgressReporter
 from explorer.core.specs import EnvSpec
 from learner.entry import LearnerArgs, learner_process
@@ -35,20 +38,6 @@ _READY_TIMEOUT_S = 120.0
 _LEARNER_EXIT_TIMEOUT_S = 30.0
 _ACTOR_EXIT_TIMEOUT_S = 5.0
 _STARTUP_GRACE_S = 120.0
-
-
-def _start_ignoring_sigint(process: Any) -> None:
-    """Start ``process`` with SIGINT ignored from its first instruction.
-
-    A terminal's Ctrl-C reaches the whole process group; a child still importing torch would die
-    with a traceback. An ignored disposition survives exec, so the child never sees it; the
-    supervisor alone handles Ctrl-C and tells children to stop through the stop event.
-    """
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        process.start()
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 class _LabelerStartError(RuntimeError):
@@ -106,27 +95,39 @@ class Supervisor:
         run_dir: ``runs/<name>`` (logs, checkpoints, config.yaml).
         resume_path: checkpoint to resume from, or None.
         resume_generation: how many times this run was resumed (varies env seeds).
+        launcher: starts the processes; default: the one ``cfg.launcher`` names.
     """
 
     def __init__(self, cfg: Any, env_spec: EnvSpec | Callable[[], EnvSpec], run_dir: Path,
                  resume_path: Path | None = None, resume_generation: int = 0,
-                 reporter: ProgressReporter | None = None) -> None:
-        self.cfg = cfg
+                 reporter: ProgressReporter | None = None,
+                 launcher: Launcher | None = None) -> None:
+        self.events: list[str] = []
+        self._held_events: list[str] = []
         self.env_spec: EnvSpec | None = None if callable(env_spec) else env_spec
+        self.reporter = reporter or ProgressReporter(enabled=False)
+        if cfg.launcher.kind == "ray" and cfg.wire.transport == "ipc":
+            # ipc sockets are files on one machine; a Ray cluster may place processes on many
+            cfg = dataclasses.replace(cfg, wire=dataclasses.replace(cfg.wire, transport="tcp"))
+            self._event(f"launcher=ray: wire.transport ipc -> tcp (ipc cannot cross machines; "
+                        f"learner binds {cfg.wire.host})")
+        self.cfg = cfg
         self._probe_env = env_spec if callable(env_spec) else None
         #: sending ends of the pipes of processes waiting for the env spec
         self._spec_waiters: list[Any] = []
         self.run_dir = run_dir
         self.resume_path = resume_path
         self.resume_generation = resume_generation
-        self.reporter = reporter or ProgressReporter(enabled=False)
-        self.ctx = mp.get_context("spawn")
-        self.stop_event = self.ctx.Event()
-        self.status_queue = self.ctx.Queue(maxsize=1000)
+        self.launcher = launcher or make_launcher(cfg)
+        #: the local launcher's ``multiprocessing`` context (None under other launchers)
+        self.ctx = self.launcher.ctx if isinstance(self.launcher, LocalLauncher) else None
+        self.stop_event = self.launcher.stop_event
+        self.status_queue = self.launcher.status_queue
         #: The learner's one final report (done/stopped): unbounded and apart from the status
         #: reports, so a backlog of those can never crowd it out.
-        self.final_queue = self.ctx.Queue()
-        self.heartbeats = self.ctx.Array("d", cfg.actors.num_procs, lock=False)
+        self.final_queue = self.launcher.final_queue
+        #: Each actor's last beat (``time.monotonic()`` of this process), by actor id.
+        self.heartbeats = self.launcher.heartbeats
         self.learner: Any = None
         self.actors = [_ActorSlot(i) for i in range(cfg.actors.num_procs)]
         self.labeler = _LabelerSlot()
@@ -136,8 +137,6 @@ class Supervisor:
         self.curve = self._load_curve_keys(cfg)
         self.addresses: dict[str, str] = {}
         self.last_status: dict[str, Any] = {}
-        self.events: list[str] = []
-        self._held_events: list[str] = []
         self._ipc_dir: str | None = None
         self._interrupted = False
         self._writer: Any = None
@@ -182,8 +181,7 @@ class Supervisor:
                            updates_address=slot.updates or lab.updates_address,
                            stop_event=self.stop_event, status_queue=self.status_queue,
                            seed=self.cfg.seed, curve=self.curve)
-        slot.process = self.ctx.Process(target=labeler_process, args=(args,), name="labeler")
-        _start_ignoring_sigint(slot.process)
+        slot.process = self.launcher.start("labeler", labeler_process, args, role="labeler")
         slot.restart_at = None
 
     def _await_report(self, process: Any, kinds: set[str]) -> tuple[str, dict] | None:
@@ -213,8 +211,9 @@ class Supervisor:
         if kind == "labeler_failed":
             self.labeler.error = payload["error"]
             return False
-        self.labeler.texts, self.labeler.updates = payload["texts"], payload["updates"]
-        self._event(f"started labeler (pid {proc.pid}; {payload['labels']} labels and "
+        self.labeler.texts = self.launcher.reachable(payload["texts"], proc)
+        self.labeler.updates = self.launcher.reachable(payload["updates"], proc)
+        self._event(f"started labeler ({self.launcher.where(proc)}; {payload['labels']} labels and "
                     f"{payload['seen']} texts in its store, {payload['queued']} queued)")
         return True
 
@@ -240,14 +239,14 @@ class Supervisor:
             if now >= slot.restart_at:
                 self._start_labeler()
                 self._event(f"restarted labeler (restart {slot.restarts}, "
-                            f"pid {slot.process.pid})")
+                            f"{self.launcher.where(slot.process)})")
             return
         if slot.process.exitcode is None or slot.restarts >= self.cfg.llm_labeler.max_restarts:
             return
         slot.restarts += 1
         delay = self.cfg.actors.restart_backoff_s * 2 ** min(slot.restarts - 1, 6)
         slot.restart_at = now + delay
-        self._event(f"labeler (pid {slot.process.pid}) died with exit code "
+        self._event(f"labeler ({self.launcher.where(slot.process)}) died with exit code "
                     f"{slot.process.exitcode}; restarting in {delay:.1f}s (actors and learner "
                     "keep running on the last reward table)")
         self._log_restarts()
@@ -257,8 +256,6 @@ class Supervisor:
         # ipc paths and fixed tcp ports are known before the learner binds them: the actors
         # can then start (import torch, build envs) while the learner does the same, and
         # wait for its first weights; a free tcp port (0) is known only from its report.
-        if not (rollout_addr.endswith(":0") or weights_addr.endswith(":0")):
-            self.addresses = {"rollout": rollout_addr, "weights": weights_addr}
         args = LearnerArgs(
             cfg=self.cfg, env_spec=self.env_spec, env_spec_pipe=self._spec_pipe(),
             run_dir=str(self.run_dir),
@@ -268,23 +265,26 @@ class Supervisor:
             resume_path=str(self.resume_path) if self.resume_path else None,
             labeler_address=self.labeler.updates or None, curve=self.curve,
         )
-        self.learner = self.ctx.Process(target=learner_process, args=(args,), name="learner")
-        _start_ignoring_sigint(self.learner)
-        self._event(f"started learner (pid {self.learner.pid})")
+        self.learner = self.launcher.start("learner", learner_process, args, role="learner")
+        if not (rollout_addr.endswith(":0") or weights_addr.endswith(":0")):
+            self.addresses = {"rollout": self.launcher.reachable(rollout_addr, self.learner),
+                              "weights": self.launcher.reachable(weights_addr, self.learner)}
+        self._event(f"started learner ({self.launcher.where(self.learner)})")
 
     def _wait_ready(self) -> tuple[str, dict] | None:
         """The learner's ``ready`` (its addresses) or ``bad_checkpoint`` report; None if it
         died or hung before either."""
         report = self._await_report(self.learner, {"ready", "bad_checkpoint"})
         if report is not None and report[0] == "ready":
-            self.addresses = report[1]
+            self.addresses = {key: self.launcher.reachable(address, self.learner)
+                              for key, address in report[1].items()}
         return report
 
     def _start_actors(self) -> None:
         for slot in self.actors:
             self._start_actor(slot)
         self._event(f"started {len(self.actors)} actors "
-                    f"({', '.join(str(s.process.pid) for s in self.actors)})")
+                    f"({', '.join(self.launcher.where(s.process) for s in self.actors)})")
 
     def _start_actor(self, slot: _ActorSlot) -> None:
         env_seed, torch_seed = self._seeds(slot.actor_id, slot.incarnation)
@@ -296,9 +296,8 @@ class Supervisor:
             env_seed=env_seed, torch_seed=torch_seed, stop_event=self.stop_event,
             heartbeats=self.heartbeats, curve=self.curve,
         )
-        slot.process = self.ctx.Process(target=actor_process, args=(args,),
-                                        name=f"actor-{slot.actor_id}")
-        _start_ignoring_sigint(slot.process)
+        slot.process = self.launcher.start(f"actor-{slot.actor_id}", actor_process, args,
+                                           role="actor")
         slot.incarnation += 1
         slot.restart_at = None
         slot.started_at = time.monotonic()
@@ -318,8 +317,8 @@ class Supervisor:
             if slot.restart_at is not None:
                 if now >= slot.restart_at:
                     self._start_actor(slot)
-                    self._event(f"restarted actor-{slot.actor_id} "
-                                f"(restart {slot.restarts}, pid {slot.process.pid})")
+                    self._event(f"restarted actor-{slot.actor_id} (restart {slot.restarts}, "
+                                f"{self.launcher.where(slot.process)})")
                 continue
             if proc is None:
                 continue
@@ -331,7 +330,7 @@ class Supervisor:
             slot.restarts += 1
             delay = cfg.restart_backoff_s * 2 ** min(slot.restarts - 1, 6)
             slot.restart_at = now + delay
-            self._event(f"actor-{slot.actor_id} (pid {proc.pid}) died with exit code "
+            self._event(f"actor-{slot.actor_id} ({self.launcher.where(proc)}) died with exit code "
                         f"{proc.exitcode}; restarting in {delay:.1f}s")
             self._log_restarts()
 
@@ -347,7 +346,8 @@ class Supervisor:
             timeout = max(timeout, _STARTUP_GRACE_S)
         silent = now - max(beat, slot.started_at)
         if silent > timeout:
-            self._event(f"actor-{slot.actor_id} (pid {slot.process.pid}) gave no heartbeat "
+            self._event(f"actor-{slot.actor_id} ({self.launcher.where(slot.process)}) gave no "
+                        f"heartbeat "
                         f"for {silent:.0f}s; killing it")
             slot.process.kill()
             slot.process.join(5)
@@ -420,7 +420,7 @@ class Supervisor:
     def _started(self) -> list[Any]:
         return [p for p in [self.learner, self.labeler.process,
                             *(s.process for s in self.actors)]
-                if p is not None and p.pid is not None]
+                if p is not None]  # a launcher hands back started processes only
 
     def _shutdown(self, learner_timeout: float) -> None:
         self.stop_event.set()
@@ -434,6 +434,7 @@ class Supervisor:
             self._writer.close()
         if self._ipc_dir:
             shutil.rmtree(self._ipc_dir, ignore_errors=True)
+        self.launcher.close()
 
     def run(self) -> RunResult:
         """Run until the learner finishes, fails, or Ctrl-C; always leaves no process behind."""
@@ -478,7 +479,7 @@ class Supervisor:
         sending end :meth:`_send_env_spec` uses once the probe is done."""
         if self.env_spec is not None:
             return None
-        receiver, sender = self.ctx.Pipe(duplex=False)
+        receiver, sender = self.launcher.spec_pipe()
         self._spec_waiters.append(sender)
         return receiver
 
