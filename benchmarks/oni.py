@@ -8,7 +8,9 @@ run of the system at a time (``Supervisor``: labeler + learner + actor processes
 
 - ``extrinsic``: APPO alone (no text, no labeler);
 - ``oni_classification``: + ONI reward, classifier distilled from the labels;
-- ``oni_retrieval``: + ONI reward, the label itself (0 until a caption is labelled).
+- ``oni_retrieval``: + ONI reward, the label itself (0 until a caption is labelled);
+- ``uniform_labels``, the control: every caption labelled 1 (a rule matching anything), so the
+  reward has ONI's size and count normalisation but none of the labeler's judgement.
 
 Per run: success of the final policy against uniform-random play (what ``explorer eval RUN
 --random-baseline --episodes 64 --seed 10000+SEED`` prints), env steps to take-off (first
@@ -27,8 +29,7 @@ object with every figure::
 about 4-6 h). Runs kept with ``--runs-dir`` are combined, training nothing, by ``--report
 RUN_DIR ...`` (a directory holding run directories is read whole).
 
-Part 2, NetHack (``NETHACK_ARMS``), is listed but not run by this driver: every row of it is
-reported as "not run".
+Part 2, NetHack, is ``benchmarks/oni_nethack.py``.
 """
 
 from __future__ import annotations
@@ -84,14 +85,6 @@ ARMS: dict[str, list[str]] = {
     "uniform_labels": ["llm_labeler.reward_model=classification", "llm_labeler.labeler=rules",
                        'llm_labeler.backend={positive: ["."], split: false, '
                        'prompts_are_negative: false}'],
-}
-
-#: Part 2 of issue 15 (NetHack, ``configs/nethack_oni.yaml``, small model, 1M env steps, >= 2
-#: seeds): listed so the report says what is missing. Not run by this driver.
-NETHACK_ARMS: dict[str, list[str]] = {
-    "nethack_extrinsic": ["llm_labeler.labeler=null", "text.source=null"],
-    "nethack_oni_classification": ["llm_labeler.reward_model=classification"],
-    "nethack_oni_only": ["llm_labeler.reward_model=classification", "learner.ext_coef=0"],
 }
 
 _COLOURS = re.compile(r"\b(?:red|green|blue|purple|yellow|grey)\b")
@@ -277,8 +270,6 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{_takeoffs(r['takeoff_steps'])} | {r['eval_success_mean']:.0%} ({per_seed}) | "
               f"{r['random_success_mean']:.0%} | {r['solved_seeds']}/{len(r['seeds'])} | "
               f"{r['wall_s_mean']:.0f} |")
-    for arm in NETHACK_ARMS:
-        print(f"| NetHack (part 2) | {arm} | not run | | | | | | | | |")
 
 
 def print_labels(runs: list[OniRun], top: int = 12) -> None:
@@ -370,7 +361,6 @@ def main(argv: list[str] | None = None) -> int:
         "envs": args.envs, "arms": args.arms, "seeds": args.seeds, "steps": args.steps}
     print(json.dumps({
         "config": args.config, "set": args.set, **settings, "arms_overrides": ARMS,
-        "nethack": {arm: "not run" for arm in NETHACK_ARMS},
         "total_wall_s": round(time.monotonic() - started, 1), "plots": plots,
         "rows": rows, "runs": [r.summary() for r in runs],
     }))

@@ -92,9 +92,11 @@ class OniTextReward:
         reward = (self.coef * (base * scale * present).sum(-1) * valid).astype(np.float32)
         with_text = valid & present.any(-1)
         n_text = int(with_text.sum())
+        rewarded = valid & (present & (base > 0)).any(-1)  # a unit labelled positive
         metrics = {
             "labeler/intrinsic_reward_mean": float(reward.sum() / max(valid.sum(), 1)),
             "labeler/steps_with_text_frac": n_text / max(int(valid.sum()), 1),
+            "labeler/steps_rewarded_frac": int(rewarded.sum()) / max(int(valid.sum()), 1),
             "labeler/table_size": float(len(self.table)),
             "labeler/table_version": float(self.table.version),
         }

@@ -58,6 +58,10 @@ def test_sentence_units_are_summed_and_hit_only_when_all_are_labelled() -> None:
     assert reward.numpy() == pytest.approx(np.array(expected, np.float32))
     assert metrics["labeler/cache_hit_rate"] == pytest.approx(1 / 2)  # step 1 misses NEW
     assert metrics["labeler/steps_with_text_frac"] == pytest.approx(2 / 3)
+    assert metrics["labeler/steps_rewarded_frac"] == pytest.approx(2 / 3)  # KILL in both
+    oni.table.replace(np.array([KILL, WALL], np.int64), np.array([0.0, 0.25], np.float32), 2)
+    _, metrics = oni.rewards(hashes, counts, ones, torch.zeros(3, 1), torch.tensor([0]))
+    assert metrics["labeler/steps_rewarded_frac"] == pytest.approx(1 / 3)  # WALL, step 0 only
 
 
 def test_text_reward_changes_the_advantages_and_checkpoints() -> None:
