@@ -139,6 +139,10 @@ def report_runs(args: argparse.Namespace) -> list[NetHackRun]:
         cfg = load_config(run_dir / "config.yaml")
         curves = read_scalars(run_dir)
         steps = max((s[-1] for s, _ in curves.values() if s), default=0)
+        if steps < 0.95 * cfg.total_env_steps:
+            log(f"{run_dir}: {steps:,} of {cfg.total_env_steps:,} env steps (unfinished), "
+                "left out")
+            continue
         runs.append(figures_of_run(cfg, run_dir, steps, events_wall_seconds(run_dir)))
     return runs
 
