@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,8 +37,10 @@ def fill(directory: Path, name: str = "filler") -> Path:
 
 def _umount(path: Path) -> None:
     for _ in range(20):  # a process that still has a file open there keeps it busy a while
-        if subprocess.run(["umount", str(path)], capture_output=True, check=False).returncode == 0:
+        done = subprocess.run(["umount", str(path)], capture_output=True, text=True, check=False)
+        if done.returncode == 0:
             return
+        print(f"umount {path}: {done.stderr.strip()}", file=sys.stderr)
         time.sleep(0.5)
     subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
 

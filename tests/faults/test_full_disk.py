@@ -7,6 +7,7 @@ to resume from (the final checkpoint). Real processes, sockets and files.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -155,9 +156,10 @@ def _texts(texts: list[str]) -> bytes:
 
 def _rows(db: Path) -> tuple[int, str]:
     """Label rows and SQLite's integrity verdict, read by another connection."""
-    with sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True) as conn:
+    with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro",
+                                            uri=True)) as conn:  # closed: else it keeps the
         rows = int(conn.execute("SELECT COUNT(*) FROM labels").fetchone()[0])
-        return rows, str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+        return rows, str(conn.execute("PRAGMA integrity_check").fetchone()[0])  # mount busy
 
 
 @pytest.mark.timeout(300)
