@@ -1,6 +1,6 @@
 """Cost of the LLM labeler to the actors, labeler throughput, and the label-cache hit rate.
 
-One invocation measures, on NetHack (``configs/nethack_oni.yaml``, a small model by default so
+One invocation measures, on NetHack (``configs/nethack_oni_full.yaml``, a small model by default so
 env stepping and text capture, not inference, dominate the actors):
 
 a. actors-only fps (N real actor processes -> a stand-in learner that decodes and discards, as
@@ -61,7 +61,9 @@ def base_config(args: argparse.Namespace, *extra: str) -> Config:
     overrides = [f"actors.num_procs={args.num_procs}", f"env.envs_per_actor={args.envs}",
                  "env.max_episode_steps=1000", *(SMALL_MODEL if args.model == "small" else []),
                  *extra]
-    return load_config(REPO / "configs" / "nethack_oni.yaml", overrides)
+    # the full config with the model cut down, as when the figures in RESULTS.md were taken
+    # (extended actions, 32-step rollouts: the messages and load those figures are about)
+    return load_config(REPO / "configs" / "nethack_oni_full.yaml", overrides)
 
 
 # --------------------------------------------------------------------------- a. actor fps
