@@ -136,22 +136,13 @@ class NoveltyArchive:
             mean over those there are; 0 when there are none.
         """
         queries = np.asarray(descriptors, np.float64).reshape(-1, self.descriptor_dim)
-        pool = queries if others is None else np.concatenate(
-            [queries, np.asarray(others, np.float64).reshape(-1, self.descriptor_dim)])
-        k = self.k_neighbors
-        q = len(queries)
-        full = np.sqrt(((queries[:, None, :] - pool[None, :, :]) ** 2).sum(-1))  # (Q, Q + M)
-        full[np.arange(q), np.arange(q)] = np.inf  # not your own neighbour
-        m = min(k, full.shape[1])
-        local = np.partition(full, m - 1, axis=1)[:, :m] if m else np.zeros((q, 0))
-        if len(self):
-            arch, _ = self._index.search(queries, k)
-            local = np.concatenate([local, arch], axis=1)
-        if local.shape[1] > k:
-            local = np.partition(local, k - 1, axis=1)[:, :k]
-        finite = np.isfinite(local)
+        others = (np.zeros((0, self.descriptor_dim)) if others is None else
+                  np.asarray(others, np.float64).reshape(-1, self.descriptor_dim))
+        nearest = self._index.novelty_distances(queries, others, self.k_neighbors)  # (Q, k)
+        # nearest first in every row: the mean sums in one fixed order whatever the path
+        finite = np.isfinite(nearest)
         count = finite.sum(axis=1)
-        total = np.where(finite, local, 0.0).sum(axis=1)
+        total = np.where(finite, nearest, 0.0).sum(axis=1)
         return np.where(count > 0, total / np.maximum(count, 1), 0.0)
 
     # -- insertion ----------------------------------------------------------------------

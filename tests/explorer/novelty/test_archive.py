@@ -66,6 +66,33 @@ def test_novelty_equals_brute_force(backend):
     assert empty.novelty(few[:1]).tolist() == [0.0]
 
 
+@pytest.mark.parametrize("backend", ["kdtree", "faiss"])
+def test_novelty_equals_brute_force_as_the_archive_grows(backend):
+    """Batches offered one after another (the tree's tail grows, the tree is rebuilt), with
+    and without ``others``, twins beyond k + 1, a batch smaller than k."""
+    rng = np.random.default_rng(4)
+    archive = NoveltyArchive(solution_dim=1, descriptor_dim=2, k_neighbors=15,
+                             insertion="threshold", novelty_threshold=0.0, knn_backend=backend)
+    stored = np.zeros((0, 2))
+    for size in (5, 40, 300, 200, 700, 200, 3000, 60):
+        queries = rng.random((size, 2))
+        others = rng.random((size // 4, 2)) if size % 20 == 0 else np.zeros((0, 2))
+        if size >= 200:
+            queries[:20] = queries[0]  # 20 identical descriptors: more than k + 1 at distance 0
+        got = archive.novelty(queries, others if len(others) else None)
+        want = _brute_novelty(queries, others, stored, 15)
+        if backend == "faiss":  # float32 inside FAISS
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-12)
+        if size >= 200:
+            assert (got[:20] == 0).all()
+        archive.add(np.zeros((size, 1)), queries, np.zeros(size), got)
+        stored = np.concatenate([stored, queries])
+        assert len(archive) == len(stored)
+    assert archive.novelty(np.zeros((0, 2))).shape == (0,)
+
+
 def test_insertion_policies():
     rng = np.random.default_rng(2)
     sols, desc = rng.random((50, 4)), rng.random((50, 2))
