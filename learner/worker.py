@@ -28,6 +28,7 @@ from explorer.core.checkpoint import (
     save_checkpoint,
 )
 from explorer.core.curve import SocketSecurity
+from explorer.core.dashboard import write_layout
 from explorer.core.sockets import bind
 from explorer.core.specs import EpisodeStatsSpec, rollout_schema, unpack_episode_stats
 from explorer.core.tables import TableSubscriber
@@ -179,6 +180,7 @@ class LearnerWorker:
 
         self.writer = SummaryWriter(str(self.run_dir / "tb"),
                                     purge_step=self.env_steps if args.resume_path else None)
+        write_layout(self.writer)  # the whole system on one TensorBoard page
         self.pending: list[Message] = []
         # One batch waits while the next arrives: fresh data is never queued behind more.
         self.max_pending = cfg.learner.batch_rollouts

@@ -151,7 +151,10 @@ class SearchRun:
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
+            from explorer.core.dashboard import write_layout
+
             self._writer = SummaryWriter(str(self.run_dir / "tb"))
+            write_layout(self._writer)  # the custom-scalars page (novelty category)
         w, step = self._writer, self.scheduler.evaluations
         w.add_scalar("novelty/archive_size", status["archive_size"], step)
         w.add_scalar("novelty/coverage_pct", 100 * status["coverage"], step)
