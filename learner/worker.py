@@ -193,6 +193,10 @@ class LearnerWorker:
         self.fps_window: collections.deque[tuple[float, int]] = collections.deque(maxlen=64)
         self.last_publish = 0.0
         self.received = 0
+        #: Payload bytes of every rollout message received (sizing a cluster's network).
+        self.received_bytes = 0
+        #: Payload bytes of every weights broadcast (each subscribed actor receives up to this).
+        self.published_bytes = 0
         self.labeler_sub = (None if args.labeler_address is None
                             else TableSubscriber(ctx, args.labeler_address, self.security))
         self.labeler_meta: dict[str, float] = {}
@@ -258,7 +262,9 @@ class LearnerWorker:
                   for k, v in self.learner.model.state_dict().items()}
         msg = Message(kind=KIND_WEIGHTS, arrays=arrays,
                       policy_version=self.learner.policy_version, env_steps=self.env_steps)
-        self.pub.send_multipart(encode(msg), copy=False)
+        frames = encode(msg)
+        self.pub.send_multipart(frames, copy=False)
+        self.published_bytes += sum(len(frame) for frame in frames)  # bytes and uint8 views
         self.last_publish = time.monotonic()
 
     def receive(self, timeout_ms: int) -> None:
@@ -268,6 +274,7 @@ class LearnerWorker:
         while len(self.pending) < self.max_pending and self.pull.poll(0):
             frames = self.pull.recv_multipart(copy=False)
             self.received += 1
+            self.received_bytes += sum(len(frame) for frame in frames)
             try:
                 msg = decode(frames, self.schema)
                 if self.episode_stats is not None:
@@ -347,6 +354,8 @@ class LearnerWorker:
             "dropped": self.drops.total,
             "dropped_by_reason": dict(self.drops),
             "received": self.received,
+            "received_bytes": self.received_bytes,
+            "published_bytes": self.published_bytes,
             "updates": self.learner.updates,
             "actors_seen": sorted(self.actor_meta),
             "episode_stats": {} if self.episode_stats is None else self.episode_stats.means(),
@@ -362,6 +371,8 @@ class LearnerWorker:
             "perf/policy_version": self.learner.policy_version,
             "wire/dropped": self.drops.total,
             "wire/received": self.received,
+            "wire/received_bytes": self.received_bytes,
+            "wire/published_bytes": self.published_bytes,
             "perf/checkpoint_failures": self.checkpoint_failures,
         })
         if self.security.enabled:  # handshakes refused: a client without an authorised key

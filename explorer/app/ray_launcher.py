@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import math
 import os
 import queue
 import time
@@ -331,21 +332,27 @@ class RayLauncher:
 
     Args:
         cfg: the ``launcher`` section (:class:`~explorer.core.config.LauncherConfig`).
-        num_actors: actor processes of the run (unused: heartbeats are keyed by actor id).
+        num_actors: actor processes of the run.
 
     Joins the Ray instance this process already has (tests, notebooks) and leaves it running;
     else connects to ``cfg.address``, or starts a private one-machine instance without a
-    dashboard for the run when it is None, and shuts it down in :meth:`close`.
+    dashboard for the run when it is None (with as many logical CPUs as the run asks for,
+    at least this machine's: a run that the local launcher can start fits it too), and
+    disconnects or shuts it down in :meth:`close`.
     """
 
     kind = "ray"
 
     def __init__(self, cfg: Any, num_actors: int) -> None:
         self.cfg = cfg
+        res = cfg.resources
         self._owns_ray = not ray.is_initialized()
-        if self._owns_ray:
-            ray.init(address=cfg.address, include_dashboard=False if cfg.address is None
-                     else None, configure_logging=False, log_to_driver=True)
+        if self._owns_ray and cfg.address is None:
+            wanted = res.learner_cpus + res.labeler_cpus + num_actors * res.actor_cpus
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(wanted)),
+                     include_dashboard=False, configure_logging=False, log_to_driver=True)
+        elif self._owns_ray:
+            ray.init(address=cfg.address, configure_logging=False, log_to_driver=True)
         #: A private instance runs on this machine only: its processes then get this
         #: command's thread settings, as under the local launcher (Ray would set
         #: OMP_NUM_THREADS to each process's CPU count).
@@ -359,7 +366,6 @@ class RayLauncher:
         self.heartbeats = RayHeartbeats(self._control)
         self._handles: list[RayProcess] = []
         self._keys = itertools.count()
-        res = cfg.resources
         gpus = res.learner_gpus
         if gpus is None:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
