@@ -72,11 +72,16 @@ class SereneScheduler:
         self.reward_threshold, self.selection = float(reward_threshold), selection
         self.max_candidates = int(max_candidates)
         self._rng = np.random.default_rng(seed)
+        # the reward archive's own generator (unused by threshold insertion, but checkpointed):
+        # derived from the seed, so equal seeds give equal states
+        reward_seed = (None if seed is None else
+                       int(np.random.SeedSequence(seed).spawn(1)[0].generate_state(1)[0]))
         self.reward_archive = NoveltyArchive(solution_dim=g,
                                              descriptor_dim=archive.descriptor_dim,
                                              k_neighbors=archive.k_neighbors,
                                              insertion="threshold", novelty_threshold=0.0,
-                                             knn_backend=archive.knn_backend)
+                                             knn_backend=archive.knn_backend,
+                                             seed=reward_seed)
         self.phase, self.chunk_used, self.evaluations = _EXPLORE, 0, 0
         self.candidates: list[dict[str, Any]] = []  # {x, fitness, descriptor, novelty}
         self.bootstrapping: list[RewardEmitter] = []

@@ -54,6 +54,68 @@ def test_resumed_search_asks_what_an_uninterrupted_one_asks(tmp_path):
     assert (tmp_path / "whole" / "tb").is_dir()
 
 
+def _assert_same(a, b, path="state"):
+    """Nested checkpoint contents equal exactly: tensors bit for bit, the rest by ==."""
+    assert type(a) is type(b), (path, type(a), type(b))
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), (path, sorted(a), sorted(b))
+        for key in a:
+            _assert_same(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), (path, len(a), len(b))
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same(x, y, f"{path}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), path
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b, err_msg=path)
+    elif isinstance(a, float) and np.isnan(a):
+        assert np.isnan(b), path
+    else:
+        assert a == b, (path, a, b)
+
+
+def _whole_vs_resumed(tmp_path, config, overrides, budget, split):
+    """One uninterrupted run of ``budget`` evaluations, and one stopped at ``split`` and
+    resumed to ``budget`` with the same seed: their final checkpoints, less the global RNG
+    snapshot, must be identical."""
+    common = ["search", "--quiet", config, *TINY, *overrides, f"runs_dir={tmp_path}"]
+    assert main([*common, "name=whole", f"budget={budget}"]) == 0
+    assert main([*common, "name=split", f"budget={split}"]) == 0
+    stopped = _final_state(tmp_path / "split")["scheduler"]["evaluations"]
+    assert split <= stopped < budget
+    assert main(["search", "--quiet", "--resume", str(tmp_path / "split"),
+                 f"budget={budget}"]) == 0
+    whole, resumed = _final_state(tmp_path / "whole"), _final_state(tmp_path / "split")
+    assert whole["scheduler"]["evaluations"] >= budget
+    for key in set(whole) - {"rng"}:
+        _assert_same(whole[key], resumed[key], key)
+    return whole
+
+
+@pytest.mark.timeout(300)
+def test_resumed_serene_search_equals_an_uninterrupted_one(tmp_path):
+    """SERENE stopped inside an exploitation chunk with CMA-ES emitters alive (every solution
+    counts as rewarded: reward_threshold -1), resumed through further chunks."""
+    whole = _whole_vs_resumed(
+        tmp_path, "configs/hardmaze_serene.yaml",
+        ["serene.chunk_size=40", "serene.reward_threshold=-1", "serene.emitter_pop_size=4",
+         "serene.bootstrap_evals=8"], budget=200, split=60)
+    serene = whole["scheduler"]
+    assert serene["counts"]["created"] > 0, serene["counts"]  # emitters did run
+
+
+@pytest.mark.timeout(300)
+def test_resumed_stax_search_equals_an_uninterrupted_one(tmp_path):
+    """STAX stopped between autoencoder trainings (after chunk 1 at 40 evaluations, chunk 3 at
+    120) and resumed across the next one: weights, optimiser, frame buffer, latents equal."""
+    whole = _whole_vs_resumed(
+        tmp_path, "configs/hardmaze_stax.yaml",
+        ["stax.chunk_size=40", "stax.epochs=1", "stax.buffer_size=200", "stax.batch_size=16"],
+        budget=160, split=80)
+    assert whole["stax"]["trainings"] >= 3, whole["stax"]["trainings"]
+
+
 @pytest.mark.timeout(300)
 def test_killed_worker_is_restarted_and_its_genomes_evaluated_again():
     cfg = load_config(None, ["env.max_episode_steps=200", "workers.num_procs=2",
