@@ -27,6 +27,14 @@ f. Sample Factory 2 APPO (``benchmarks/sf_runner.py`` in its own venv, ``--sf-py
 g. wire: rollout-like 8/16/32 MB messages PUSH -> PULL between two processes over tcp
    loopback and ipc, zero-copy send, ``decode`` on receive, in GB/s; goal >= 2 GB/s.
 
+``--launcher ray`` measures instead only (d) under each launcher, interleaved ``--repeats``
+times: local (ipc, the default), local over tcp loopback, and Ray (a private one-machine Ray
+instance, tcp; ``--ray-address`` joins a running cluster); goal: Ray's training fps >= 0.9 of
+the local launcher's. It also reports the bytes on the wire per actor and second (rollouts up,
+weights down: the learner's ``received_bytes`` / ``published_bytes``), to size a cluster::
+
+    python benchmarks/throughput.py --launcher ray --seconds 20 --repeats 2
+
 The model is ``explorer.core.networks.ActorCritic`` with the config's model settings (``--config``,
 default ``configs/quickstart.yaml``); if they do not fit the env (e.g. ``minigrid_cnn`` on
 CartPole) the torso kind falls back to ``auto``. Our learner batches N rollouts per update
@@ -74,6 +82,7 @@ from explorer.core.wire import KIND_ROLLOUT, KIND_WEIGHTS, Message, WireError, d
 REPO = Path(__file__).resolve().parents[1]
 WIRE_SIZES_MB = (8, 16, 32)
 GOALS = {"actors_vs_env_policy": 0.8, "train_vs_cleanrl": 1.2, "wire_gbps": 2.0}
+LAUNCHER_GOAL = 0.9  # training fps under Ray / under the local launcher
 
 
 def log(text: str) -> None:
@@ -277,6 +286,9 @@ class StepClock(ProgressReporter):
         self.first: float | None = None
         self.base: tuple[float, int] | None = None
         self.end: tuple[float, int] | None = None
+        #: the learner's status reports at ``base`` and ``end`` (wire byte counters)
+        self.base_status: dict[str, Any] = {}
+        self.end_status: dict[str, Any] = {}
         self.last: dict[str, Any] = {}
         self.events: list[str] = []
 
@@ -294,16 +306,23 @@ class StepClock(ProgressReporter):
             self.first = now
         if self.base is None:
             if now - self.first >= self.warmup:
-                self.base = (now, steps)
+                self.base, self.base_status = (now, steps), status
             return
         if now - self.base[0] >= self.seconds:
-            self.end = (now, steps)
+            self.end, self.end_status = (now, steps), status
             self.stop_event.set()
 
     def fps(self) -> float | None:
         if self.base is None or self.end is None:
             return None
         return (self.end[1] - self.base[1]) / (self.end[0] - self.base[0])
+
+    def rate(self, key: str) -> float | None:
+        """Growth per second of a status counter over the measured window."""
+        if self.base is None or self.end is None or key not in self.end_status:
+            return None
+        return ((self.end_status[key] - self.base_status.get(key, 0))
+                / (self.end[0] - self.base[0]))
 
 
 def train_fps(cfg: Config, spec: EnvSpec, warmup: float, seconds: float) -> dict[str, Any]:
@@ -327,7 +346,81 @@ def train_fps(cfg: Config, spec: EnvSpec, warmup: float, seconds: float) -> dict
     status = clock.last
     return {"fps": clock.fps(), "reason": result.reason, "actor_restarts": result.actor_restarts,
             "policy_lag": status.get("policy_lag"), "dropped": status.get("dropped"),
-            "learner_fps": status.get("fps")}
+            "learner_fps": status.get("fps"),
+            "rollout_bytes_per_s": clock.rate("received_bytes"),
+            "weights_bytes_per_s": clock.rate("published_bytes")}
+
+
+# --------------------------------------------------------------------------- --launcher ray
+
+
+def launcher_variants(cfg: Config, ray_address: str | None) -> dict[str, Config]:
+    """The same run under the local launcher (ipc, then tcp loopback) and under Ray."""
+    local_tcp = replace(cfg.wire, transport="tcp", host="127.0.0.1")
+    return {
+        "local (ipc)": replace(cfg, launcher=replace(cfg.launcher, kind="local", address=None),
+                               wire=replace(cfg.wire, transport="ipc")),
+        "local (tcp)": replace(cfg, launcher=replace(cfg.launcher, kind="local", address=None),
+                               wire=local_tcp),
+        "ray (tcp)": replace(cfg, launcher=replace(cfg.launcher, kind="ray",
+                                                   address=ray_address), wire=local_tcp),
+    }
+
+
+def launcher_comparison(cfg: Config, spec: EnvSpec, args: argparse.Namespace) -> dict[str, Any]:
+    """(d) under each launcher, interleaved ``repeats`` times (the machine's load drifts)."""
+    variants = launcher_variants(cfg, args.ray_address)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    for repeat in range(args.repeats):
+        for name, variant in variants.items():
+            log(f"d. training under {name} (repeat {repeat + 1}/{args.repeats})")
+            runs[name].append(train_fps(variant, spec, args.warmup, args.seconds))
+    n = cfg.actors.num_procs
+    summary: dict[str, Any] = {}
+    for name, results in runs.items():
+        fps = [r["fps"] for r in results if r["fps"] is not None]
+        up = [r["rollout_bytes_per_s"] for r in results if r["rollout_bytes_per_s"]]
+        down = [r["weights_bytes_per_s"] for r in results if r["weights_bytes_per_s"]]
+        summary[name] = {
+            "fps": [round(f) for f in fps], "fps_median": float(np.median(fps)) if fps else None,
+            "rollout_bytes_per_s_per_actor": float(np.median(up)) / n if up else None,
+            "weights_bytes_per_s_per_actor": float(np.median(down)) if down else None,
+            "reasons": [r["reason"] for r in results],
+            "actor_restarts": sum(r["actor_restarts"] for r in results),
+        }
+    local, local_tcp, ray_ = (summary[k]["fps_median"] for k in variants)
+    steps_per_s = summary["ray (tcp)"]["fps_median"]
+    up = summary["ray (tcp)"]["rollout_bytes_per_s_per_actor"]
+    return {
+        "launchers": summary,
+        "ratios": {"ray_vs_local": ratio(ray_, local), "ray_vs_local_tcp": ratio(ray_, local_tcp)},
+        "bytes_per_env_step": up * n / steps_per_s if up and steps_per_s else None,
+        "goal_ray_vs_local": LAUNCHER_GOAL,
+    }
+
+
+def print_launcher_table(res: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    n, e = res["num_procs"], res["envs_per_actor"]
+    table = Table(title=f"Training fps by launcher: {res['env']} (learner + {n} actors x {e} "
+                        f"envs, T={res['rollout_len']}, {res['seconds']:g}s per figure, "
+                        f"{res['repeats']} repeats interleaved)")
+    for col in ("launcher", "env steps/s (median)", "each run", "ratio to local",
+                "rollouts up, MB/s per actor", "weights down, MB/s per actor"):
+        table.add_column(col, justify="left" if col == "launcher" else "right")
+    base = res["launchers"]["local (ipc)"]["fps_median"]
+    for name, row in res["launchers"].items():
+        up, down = row["rollout_bytes_per_s_per_actor"], row["weights_bytes_per_s_per_actor"]
+        table.add_row(name, fmt(row["fps_median"]), " ".join(f"{f:,}" for f in row["fps"]),
+                      fmt(ratio(row["fps_median"], base), "x"),
+                      f"{up / 1e6:.2f}" if up else "n/a", f"{down / 1e6:.2f}" if down else "n/a")
+    Console(width=160).print(table)
+    r = res["ratios"]["ray_vs_local"]
+    print(f"ray / local: {fmt(r, 'x')}  goal {goal_text(r, LAUNCHER_GOAL)}; "
+          f"ray / local over tcp: {fmt(res['ratios']['ray_vs_local_tcp'], 'x')}; "
+          f"rollout bytes per env step: {fmt(res['bytes_per_env_step'])}")
 
 
 # --------------------------------------------------------------------------- e. cleanrl
@@ -613,6 +706,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-sample-factory", action="store_true")
     parser.add_argument("--sf-python", default="/work/sfvenv/bin/python",
                         help="python of the separate venv that has sample-factory and envpool")
+    parser.add_argument("--launcher", choices=("local", "ray"), default="local",
+                        help="ray: compare training fps under the Ray and local launchers "
+                        "(only that), with bytes on the wire per actor")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="--launcher ray: interleaved runs per launcher")
+    parser.add_argument("--ray-address", default=None,
+                        help="--launcher ray: a running cluster (default: a private one)")
     return parser.parse_args(argv)
 
 
@@ -632,6 +732,13 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(), "torch": torch.__version__,
     }
     log(f"{cfg.env.id}: {model_note}")
+    if args.launcher == "ray":
+        res["repeats"], res["load_average_start"] = args.repeats, os.getloadavg()
+        res.update(launcher_comparison(cfg, spec, args))
+        res["load_average"] = os.getloadavg()
+        print_launcher_table(res)
+        print(json.dumps(res))
+        return 0
     log("a. raw EnvPool, random actions")
     raw = raw_env_fps(cfg, spec, w, s)
     res["raw_env_fps_one_proc"], res["raw_env_fps_n_procs"] = raw["one_proc"], raw["n_procs"]

@@ -12,6 +12,10 @@ The control channels (stop event, status and final queues, heartbeats, env spec;
 a few messages a second. Heartbeats are timed by the control actor's clock and read back as
 ages, so machines need no common clock.
 
+Priority: processes run at the niceness of ``explorer run`` (Ray's default for workers is 15,
+which on a busy machine starves them next to other work); on a cluster started by hand, start
+nodes with ``RAY_worker_niceness=0 ray start ...`` unless the workers may renice themselves.
+
 Placement: the learner and the labeler run on the node of ``explorer run`` (the run directory,
 checkpoints and label store are there) unless ``launcher.resources.learner_custom`` names
 resources, which then place the learner (its run directory must then be on shared storage).
@@ -21,6 +25,7 @@ Actors go wherever their CPUs (and ``actor_custom`` resources) are free.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import math
 import os
@@ -244,11 +249,18 @@ class _Host:
     def info(self) -> tuple[int, str]:
         return os.getpid(), ray.util.get_node_ip_address()
 
-    def run(self, target: Callable[[Any], None], args: Any, env: dict[str, str | None]) -> int:
-        """Run ``target(args)``; its exit status as a child process would have it."""
+    def run(self, target: Callable[[Any], None], args: Any, env: dict[str, str | None],
+            nice: int) -> int:
+        """Run ``target(args)`` at niceness ``nice``; its exit status as a child process
+        would have it."""
         import signal
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's
+        # Ray starts workers at niceness 15 (RAY_worker_niceness): on a busy machine they would
+        # get a fraction of the CPU child processes get. The threads the entry starts inherit
+        # this thread's niceness; lowering it needs CAP_SYS_NICE (else it stays).
+        with contextlib.suppress(PermissionError):
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
         for key, value in env.items():  # before the entry imports torch
             if value is None:
                 os.environ.pop(key, None)
@@ -269,11 +281,11 @@ class RayProcess:
     """:class:`~explorer.app.launchers.ProcessHandle` of one :class:`_Host` Ray actor."""
 
     def __init__(self, name: str, target: Callable[[Any], None], args: Any,
-                 options: dict[str, Any], env: dict[str, str | None]) -> None:
+                 options: dict[str, Any], env: dict[str, str | None], nice: int) -> None:
         self.name = name
         self._actor = _Host.options(**options).remote()
         self._info_ref = self._actor.info.remote()
-        self._run_ref = self._actor.run.remote(target, args, env)
+        self._run_ref = self._actor.run.remote(target, args, env, nice)
         self._info: tuple[int, str] | None = None
         self._exitcode: int | None = None
         self._killed = False
@@ -350,7 +362,8 @@ class RayLauncher:
         if self._owns_ray and cfg.address is None:
             wanted = res.learner_cpus + res.labeler_cpus + num_actors * res.actor_cpus
             ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(wanted)),
-                     include_dashboard=False, configure_logging=False, log_to_driver=True)
+                     include_dashboard=False, configure_logging=False, log_to_driver=True,
+                     _system_config={"worker_niceness": 0})  # as child processes are
         elif self._owns_ray:
             ray.init(address=cfg.address, configure_logging=False, log_to_driver=True)
         #: A private instance runs on this machine only: its processes then get this
@@ -382,7 +395,7 @@ class RayLauncher:
 
     def start(self, name: str, target: Callable[[Any], None], args: Any,
               role: str) -> RayProcess:
-        handle = RayProcess(name, target, args, self._options[role], self._env)
+        handle = RayProcess(name, target, args, self._options[role], self._env, os.nice(0))
         self._handles.append(handle)
         self._handles = [h for h in self._handles if h._exitcode is None]
         return handle
