@@ -347,6 +347,7 @@ def train_fps(cfg: Config, spec: EnvSpec, warmup: float, seconds: float) -> dict
     return {"fps": clock.fps(), "reason": result.reason, "actor_restarts": result.actor_restarts,
             "policy_lag": status.get("policy_lag"), "dropped": status.get("dropped"),
             "learner_fps": status.get("fps"),
+            "stale_steps_per_s": clock.rate("stale_env_steps"),
             "rollout_bytes_per_s": clock.rate("received_bytes"),
             "weights_bytes_per_s": clock.rate("published_bytes")}
 
@@ -379,16 +380,21 @@ def launcher_comparison(cfg: Config, spec: EnvSpec, args: argparse.Namespace) ->
     summary: dict[str, Any] = {}
     for name, results in runs.items():
         fps = [r["fps"] for r in results if r["fps"] is not None]
+        # env steps the learner trained on (not those it dropped as stale): the ratio's figure
+        trained = [r["fps"] - (r["stale_steps_per_s"] or 0.0) for r in results
+                   if r["fps"] is not None]
         up = [r["rollout_bytes_per_s"] for r in results if r["rollout_bytes_per_s"]]
         down = [r["weights_bytes_per_s"] for r in results if r["weights_bytes_per_s"]]
         summary[name] = {
             "fps": [round(f) for f in fps], "fps_median": float(np.median(fps)) if fps else None,
+            "trained_fps": [round(f) for f in trained],
+            "trained_fps_median": float(np.median(trained)) if trained else None,
             "rollout_bytes_per_s_per_actor": float(np.median(up)) / n if up else None,
             "weights_bytes_per_s_per_actor": float(np.median(down)) if down else None,
             "reasons": [r["reason"] for r in results],
             "actor_restarts": sum(r["actor_restarts"] for r in results),
         }
-    local, local_tcp, ray_ = (summary[k]["fps_median"] for k in variants)
+    local, local_tcp, ray_ = (summary[k]["trained_fps_median"] for k in variants)
     steps_per_s = summary["ray (tcp)"]["fps_median"]
     up = summary["ray (tcp)"]["rollout_bytes_per_s_per_actor"]
     return {
@@ -407,14 +413,16 @@ def print_launcher_table(res: dict[str, Any]) -> None:
     table = Table(title=f"Training fps by launcher: {res['env']} (learner + {n} actors x {e} "
                         f"envs, T={res['rollout_len']}, {res['seconds']:g}s per figure, "
                         f"{res['repeats']} repeats interleaved)")
-    for col in ("launcher", "env steps/s (median)", "each run", "ratio to local",
+    for col in ("launcher", "trained env steps/s (median)", "each run", "ratio to local",
+                "all env steps/s (incl. stale)",
                 "rollouts up, MB/s per actor", "weights down, MB/s per actor"):
         table.add_column(col, justify="left" if col == "launcher" else "right")
-    base = res["launchers"]["local (ipc)"]["fps_median"]
+    base = res["launchers"]["local (ipc)"]["trained_fps_median"]
     for name, row in res["launchers"].items():
         up, down = row["rollout_bytes_per_s_per_actor"], row["weights_bytes_per_s_per_actor"]
-        table.add_row(name, fmt(row["fps_median"]), " ".join(f"{f:,}" for f in row["fps"]),
-                      fmt(ratio(row["fps_median"], base), "x"),
+        table.add_row(name, fmt(row["trained_fps_median"]),
+                      " ".join(f"{f:,}" for f in row["trained_fps"]),
+                      fmt(ratio(row["trained_fps_median"], base), "x"), fmt(row["fps_median"]),
                       f"{up / 1e6:.2f}" if up else "n/a", f"{down / 1e6:.2f}" if down else "n/a")
     Console(width=160).print(table)
     r = res["ratios"]["ray_vs_local"]

@@ -30,6 +30,7 @@ import itertools
 import math
 import os
 import queue
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -44,6 +45,8 @@ __all__ = ["RayLauncher"]
 
 #: Seconds a process takes at most to come up on its node (worker start, not imports).
 _START_TIMEOUT_S = 120.0
+#: Seconds an event line waits to name where a process runs.
+_WHERE_TIMEOUT_S = 10.0
 #: How often a process asks whether the run should stop.
 _STOP_POLL_S = 0.2
 #: Least seconds between two heartbeats an actor sends (its loop beats far more often).
@@ -382,6 +385,14 @@ class RayLauncher:
         gpus = res.learner_gpus
         if gpus is None:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        #: Alive nodes of the cluster (a loopback ``wire.host`` serves only one of them).
+        self.nodes = sum(1 for node in ray.nodes() if node["Alive"])
+        wanted = res.learner_cpus + num_actors * res.actor_cpus
+        have = ray.cluster_resources().get("CPU", 0.0)
+        if wanted > have:
+            print(f"launcher=ray: the learner and {num_actors} actors ask for {wanted:g} CPUs, "
+                  f"the cluster has {have:g}: some will wait for resources (set "
+                  "launcher.resources.actor_cpus lower, or add nodes)", file=sys.stderr)
         here = NodeAffinitySchedulingStrategy(self._node_id, soft=False)
         self._options = {
             "learner": {"num_cpus": res.learner_cpus, "num_gpus": gpus,
@@ -415,8 +426,8 @@ class RayLauncher:
         return f"tcp://{info[1]}:{port}"
 
     def where(self, handle: Any) -> str:
-        info = handle.info()
-        return "not started" if info is None else f"pid {info[0]} on {info[1]}"
+        info = handle.info(timeout=_WHERE_TIMEOUT_S)
+        return "waiting for resources" if info is None else f"pid {info[0]} on {info[1]}"
 
     def close(self) -> None:
         for handle in self._handles:

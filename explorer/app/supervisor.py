@@ -27,6 +27,7 @@ import numpy as np
 from actors.entry import ActorArgs, actor_process
 from explorer.app.launchers import Launcher, LocalLauncher, make_launcher
 from explorer.app.progress import ProgressReporter
+from explorer.core.addresses import is_loopback_host
 from explorer.core.specs import EnvSpec
 from learner.entry import LearnerArgs, learner_process
 from llm_labeler.entry import ServiceArgs, labeler_process
@@ -112,13 +113,17 @@ class Supervisor:
             self._event(f"launcher=ray: wire.transport ipc -> tcp (ipc cannot cross machines; "
                         f"learner binds {cfg.wire.host})")
         self.cfg = cfg
+        self.launcher = launcher or make_launcher(cfg)
+        if getattr(self.launcher, "nodes", 1) > 1 and is_loopback_host(cfg.wire.host):
+            self._event(f"wire.host {cfg.wire.host} is loopback but the Ray cluster has "
+                        f"{self.launcher.nodes} nodes: actors on other nodes cannot reach the "
+                        "learner (set wire.host=0.0.0.0 and wire.curve_keys)")
         self._probe_env = env_spec if callable(env_spec) else None
         #: sending ends of the pipes of processes waiting for the env spec
         self._spec_waiters: list[Any] = []
         self.run_dir = run_dir
         self.resume_path = resume_path
         self.resume_generation = resume_generation
-        self.launcher = launcher or make_launcher(cfg)
         #: the local launcher's ``multiprocessing`` context (None under other launchers)
         self.ctx = self.launcher.ctx if isinstance(self.launcher, LocalLauncher) else None
         self.stop_event = self.launcher.stop_event

@@ -10,6 +10,7 @@ the second node are always removed.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -69,9 +70,11 @@ def two_node_cluster(veth_netns, tmp_path: Path):
     ns, host_ip, ns_ip, _ = veth_netns
     if ray.is_initialized():
         ray.shutdown()
-    info = ray.init(num_cpus=2, include_dashboard=False, _node_ip_address=host_ip,
+    info = ray.init(address="local", num_cpus=2, include_dashboard=False,
+                    _node_ip_address=host_ip,
                     configure_logging=False, log_to_driver=True)
-    port = info.address_info["gcs_address"].rsplit(":", 1)[1]
+    gcs = info.address_info["gcs_address"]
+    port = gcs.rsplit(":", 1)[1]
     sockets = tmp_path / "node2"  # the head's session dir holds the head's sockets
     sockets.mkdir()
     node = subprocess.Popen(
@@ -97,6 +100,11 @@ def two_node_cluster(veth_netns, tmp_path: Path):
             except subprocess.TimeoutExpired:
                 os.killpg(node.pid, signal.SIGKILL)
                 node.wait(10)
+        # `ray start` leaves this cluster as the machine's default for `ray.init()`: not ours
+        current = Path("/tmp/ray/ray_current_cluster")
+        with contextlib.suppress(OSError):
+            if current.read_text().strip() == gcs:
+                current.unlink()
 
 
 def _rx_bytes(interface: str) -> int:

@@ -88,7 +88,8 @@ def ray_head():
 
     if ray.is_initialized():
         ray.shutdown()
-    info = ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1",
+    info = ray.init(address="local", num_cpus=4, include_dashboard=False,
+                    _node_ip_address="127.0.0.1",
                     configure_logging=False, log_to_driver=True)
     try:
         yield info.address_info["gcs_address"]
@@ -181,3 +182,27 @@ def test_ray_cli_ctrl_c_checkpoints_and_resume_trains_to_done(tmp_path: Path) ->
     second = load_checkpoint(latest_checkpoint(run_dir / "checkpoints"))
     assert budget <= second["env_steps"] < budget + 20_000  # continued, not from zero
     assert second["learner"]["updates"] > first["learner"]["updates"] > 0
+
+
+@requires_ray
+@pytest.mark.timeout(240)
+def test_ray_run_with_labeler_labels_texts_and_ends_done(tmp_path: Path, ray_head: str) -> None:
+    """The labeler is a Ray actor too; actors find it through the addresses it reports."""
+    import sqlite3
+
+    from actors.envs import probe_env_spec
+    from explorer.app.rundir import create_run_dir
+    from explorer.app.supervisor import Supervisor
+
+    cfg = load_config(ROOT / "configs" / "nethack_oni.yaml", [
+        f"runs_dir={tmp_path}", "total_env_steps=4096", "actors.num_procs=1",
+        "env.envs_per_actor=8", "env.max_episode_steps=300", "learner.model.hidden_size=32",
+        "learner.model.core=none",
+        "learner.model.encoder_kwargs={embed_dim: 8, full_map: false, message_dim: 0}",
+        "llm_labeler.labeler=rules", "launcher=ray"])
+    sup = Supervisor(cfg, probe_env_spec(cfg.env), create_run_dir(cfg, ["test"]))
+    result = sup.run()
+    assert result.reason == "done", (result, sup.events)
+    assert any("started labeler (pid" in e and "on 127.0.0.1" in e for e in sup.events)
+    with sqlite3.connect(sup.run_dir / "labels.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM seen").fetchone()[0] > 0
