@@ -26,6 +26,7 @@ __all__ = ["CheckpointError", "CheckpointWriteError", "capture_rng_state",
            "save_checkpoint"]
 
 _NAME = re.compile(r"^ckpt_(\d{12})\.pt$")
+_TMP_NAME = re.compile(r"^ckpt_(\d{12})\.tmp$")
 _PLAIN = frozenset({str, bytes, int, float, bool, type(None), torch.Size})
 _GLOBAL = re.compile(r"GLOBAL (\S+)")
 _MAX_DETAIL = 160
@@ -137,6 +138,11 @@ def save_checkpoint(directory: Path, env_steps: int, state: dict[str, Any], keep
         raise error from err
     for old in sorted(p for p in directory.iterdir() if _NAME.match(p.name))[:-keep]:
         old.unlink(missing_ok=True)
+    # a process killed while writing leaves its temp file: one writer per run, so any other
+    # is stale, and on a small disk it holds the space the next checkpoint needs
+    for stale in directory.iterdir():
+        if _TMP_NAME.match(stale.name) and stale != tmp:
+            stale.unlink(missing_ok=True)
     return path
 
 
