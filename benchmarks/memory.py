@@ -20,7 +20,7 @@ d. memory service: ZeroMQ REQ/REP round trip over ipc carrying a 32 x 128 float3
    and a 32 x 10 reply (ids + distances), to set against (a)'s in-process search times;
 e. retrieval in the actor: env steps/s of one actor's loop (16 MiniGrid-MemoryS7 envs, policy
    forward with its state, Gumbel-max sample, step) with ``configs/minigrid_ra.yaml``'s
-   retrieval core vs the same model without it (goal >= 0.7).
+   retrieval core vs the same model without it (goal >= 0.7), in turn, best of 3 each.
 
 Prints tables, then as its LAST stdout line one JSON object with every figure::
 
@@ -258,8 +258,11 @@ def bench_service(reps: int = 2000) -> dict:
             "rtt_p99_us": float(np.percentile(times, 99)) * 1e6}
 
 
-def _actor_fps(cfg: Any, seconds: float) -> float:
-    """Env steps/s of the actor's inner loop (forward with state, Gumbel-max sample, step)."""
+def _actor_fps(cfg: Any, seconds: float) -> dict[str, float]:
+    """The actor's inner loop (forward with state, Gumbel-max sample, step) for ``seconds``
+    after a warm-up: env steps/s by wall time and by this process's CPU time (envpool's
+    threads included), and the policy forward per step by wall time and by the main thread's
+    CPU time (on a shared machine the steadiest of these figures)."""
     from actors.envs import make_vec_env
     from explorer.core.networks import make_actor_critic, obs_to_torch
 
@@ -269,32 +272,52 @@ def _actor_fps(cfg: Any, seconds: float) -> float:
     model = make_actor_critic(cfg, env.spec).eval()
     obs, state = env.reset(), model.initial_state(envs)
     start = torch.ones(1, envs, dtype=torch.bool)
-    count, begin = 0, None
+    count, begin, cpu, forward, forward_cpu = 0, None, 0.0, 0.0, 0.0
     while begin is None or time.perf_counter() - begin < seconds:
+        t, t_cpu = time.perf_counter(), time.thread_time()
         with torch.inference_mode():
             tobs = {k: v.unsqueeze(0) for k, v in obs_to_torch(obs, "cpu").items()}
             logits, _, state = model(tobs, state, start)
             gumbel = -torch.empty_like(logits[0]).exponential_().log()
             actions = (torch.log_softmax(logits[0], -1) + gumbel).argmax(-1).numpy()
+        forward += time.perf_counter() - t
+        forward_cpu += time.thread_time() - t_cpu
         result = env.step(actions)
         obs = result.obs
         start = torch.from_numpy(result.terminated | result.truncated).unsqueeze(0)
         count += envs
         if begin is None and count >= 50 * envs:  # warmed up
-            count, begin = 0, time.perf_counter()
-    fps = count / (time.perf_counter() - begin)
+            count, begin, cpu = 0, time.perf_counter(), time.process_time()
+            forward, forward_cpu = 0.0, 0.0
+    wall = time.perf_counter() - begin
+    cpu = time.process_time() - cpu
     env.close()
-    return fps
+    return {"fps": count / wall, "cpu_fps": count / cpu,
+            "forward_ms_per_step": 1e3 * forward / (count / envs),
+            "forward_cpu_ms_per_step": 1e3 * forward_cpu / (count / envs)}
 
 
-def bench_actor_fps(seconds: float) -> dict:
-    """One actor's env + inference loop, retrieval on vs off (k=0), on one torch thread."""
+def bench_actor_fps(seconds: float, repeats: int = 3) -> dict:
+    """One actor's env + inference loop, retrieval on vs off (k=0), on one torch thread:
+    off and on run in turn ``repeats`` times (``seconds`` each), best of each counts; the
+    ratio by wall time and by CPU time (steadier on a shared machine)."""
     from explorer.core.config import load_config
 
     config = Path(__file__).resolve().parents[1] / "configs" / "minigrid_ra.yaml"
-    out = {"fps_off": _actor_fps(load_config(config, ["learner.model.retrieval.k=0"]), seconds),
-           "fps_on": _actor_fps(load_config(config), seconds)}
+    cfgs = {"off": load_config(config, ["learner.model.retrieval.k=0"]),
+            "on": load_config(config)}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in cfgs}
+    for _ in range(repeats):
+        for name, cfg in cfgs.items():
+            runs[name].append(_actor_fps(cfg, seconds))
+    out: dict[str, float] = {}
+    for name, got in runs.items():
+        out[f"fps_{name}"] = max(r["fps"] for r in got)
+        out[f"cpu_fps_{name}"] = max(r["cpu_fps"] for r in got)
+        out[f"forward_ms_{name}"] = min(r["forward_ms_per_step"] for r in got)
+        out[f"forward_cpu_ms_{name}"] = min(r["forward_cpu_ms_per_step"] for r in got)
     out["ratio"] = out["fps_on"] / out["fps_off"]
+    out["ratio_cpu"] = out["cpu_fps_on"] / out["cpu_fps_off"]
     return out
 
 
@@ -357,7 +380,11 @@ def main() -> None:
         figures["actor"] = bench_actor_fps(args.actor_seconds)
         actor = figures["actor"]
         print(f"off {actor['fps_off']:,.0f} env steps/s, on {actor['fps_on']:,.0f}: ratio "
-              f"{actor['ratio']:.2f} (goal >= 0.7)")
+              f"{actor['ratio']:.2f} (goal >= 0.7); by CPU time {actor['cpu_fps_off']:,.0f} vs "
+              f"{actor['cpu_fps_on']:,.0f}: {actor['ratio_cpu']:.2f}; policy forward "
+              f"{actor['forward_ms_off']:.2f} vs {actor['forward_ms_on']:.2f} ms per step "
+              f"(main-thread CPU {actor['forward_cpu_ms_off']:.2f} vs "
+              f"{actor['forward_cpu_ms_on']:.2f} ms)")
     print(json.dumps(figures))
 
 

@@ -15,9 +15,14 @@ episode's first step. At each step the encoder's features ``x_t`` query the memo
 
 State and refresh policy. The recurrent state that actors send with each rollout (as they do a
 GRU's) is the window: ``W = window_chunks * chunk_len`` slots of (features, episode step,
-valid, chunk key, state key, state value). A step's features and projections enter the window
-as the network computed them at that step, and leave it W steps later: nothing is re-encoded,
-so an actor step projects one new state, not the window (the actor's cost). Within a training
+valid, chunk key, state key, state value), kept as a ring, plus the ring's head (the slot of
+the newest step). A step's features and projections enter the window as the network computed
+them at that step, and leave it W steps later: nothing is re-encoded, so an actor step
+projects one new state, not the window. An actor step (T = 1) works on the ring as it lies:
+it scores the stored chunk keys, gathers the picked chunks' slots, and writes its one new slot
+over the oldest (into a copy of the state: one memcpy, no re-layout of the window). A sequence
+(the learner's T > 1) unrolls the ring into time order once, and writes its result back as the
+ring a step-by-step run would have left: both give the same state. Within a training
 sequence the learner recomputes every step's features and projections with its current weights
 (gradients flow through keys, queries, retrieved states and the encoder); the window the
 sequence starts from is the behaviour policy's stored state, as a GRU's stored state in R2D2 --
@@ -26,7 +31,7 @@ actor's step-by-step retrieval and the learner's sequence retrieval see the same
 give the same log-probs (tested).
 
 Shapes: T = steps, B = envs, F = features, W = window slots, S = W + T, L = ``chunk_len``,
-k = ``k``, d = ``key_dim``, H = output width.
+k = ``k``, d = ``key_dim``, H = output width, P = slot width.
 """
 
 from __future__ import annotations
@@ -46,7 +51,10 @@ class RetrievalCore(nn.Module):
         window: W, steps of the past kept in the state.
         slot_size: P = F + 2 + 3d, one window slot: features, episode step, valid, and the
             projections made when the step entered (chunk key, state key, state value).
-        state_size: Width of the flat recurrent state, ``W * P``.
+        state_size: Width of the flat recurrent state, ``(W + 1) * P``: the ring of W slots,
+            then a header slot whose first value is the head (index of the newest step's
+            slot). Whole slots keep every env's slots on one ``(B * (W + 1), P)`` grid, so the
+            actor's step gathers and writes slots by row index.
         out_size: H.
     """
 
@@ -73,7 +81,7 @@ class RetrievalCore(nn.Module):
         self.features, self.k, self.chunk_len, self.key_dim = features, k, chunk_len, key_dim
         self.window = window_chunks * chunk_len
         self.slot_size = features + 2 + 3 * key_dim
-        self.state_size = self.window * self.slot_size
+        self.state_size = (self.window + 1) * self.slot_size
         self.out_size = out_size or features
         self.chunk_query = nn.Linear(features, key_dim)
         self.chunk_key = nn.Linear(features, key_dim)
@@ -81,16 +89,29 @@ class RetrievalCore(nn.Module):
         self.state_key = nn.Linear(features, key_dim)
         self.state_value = nn.Linear(features, key_dim)
         self.out = nn.Linear(features + key_dim, self.out_size)
+        # index helpers of the actor's step, made once (not saved with the weights)
+        self.register_buffer("_slot_ids", torch.arange(self.window), persistent=False)
+        self.register_buffer("_chunk_offsets", torch.arange(1 - chunk_len, 1), persistent=False)
 
-    def _slots(self, state: Tensor) -> list[Tensor]:
-        """Flat state ``(B, W*P)`` -> per-slot parts, each ``(W, B, ...)``: features ``F``,
-        episode step, valid, chunk key ``d`` (set where a chunk ends), state key ``d``, state
-        value ``d``."""
-        slots = state.view(len(state), self.window, self.slot_size).transpose(0, 1)
+    def _split(self, slots: Tensor) -> list[Tensor]:
+        """Slots ``(..., P)`` -> features ``F``, episode step, valid, chunk key ``d`` (set where
+        a chunk ends), state key ``d``, state value ``d`` (views)."""
         f, d = self.features, self.key_dim
         return [slots[..., :f], slots[..., f], slots[..., f + 1] > 0.5,
                 slots[..., f + 2:f + 2 + d], slots[..., f + 2 + d:f + 2 + 2 * d],
                 slots[..., f + 2 + 2 * d:]]
+
+    def _ring(self, state: Tensor) -> tuple[Tensor, Tensor]:
+        """Flat state ``(B, state_size)`` -> ring ``(B, W, P)`` (a view) and head ``(B,)``."""
+        slots = state.view(len(state), self.window + 1, self.slot_size)
+        return slots[:, :-1], slots[:, -1, 0].long()
+
+    def _slots(self, state: Tensor) -> list[Tensor]:
+        """The window in time order, oldest first: per-slot parts, each ``(W, B, ...)``."""
+        ring, head = self._ring(state)
+        order = (head[:, None] + 1 + torch.arange(self.window, device=state.device)) % self.window
+        slots = ring.gather(1, order[..., None].expand(-1, -1, self.slot_size))  # (B, W, P)
+        return self._split(slots.transpose(0, 1))
 
     def _chunks(self, per_step: Tensor) -> Tensor:
         """``(S, B, C)`` -> ``(S, B, L, C)``: the L steps ending at each position."""
@@ -108,6 +129,8 @@ class RetrievalCore(nn.Module):
         Returns:
             ``(T, B, H)`` outputs and the window after step T-1 ``(B, state_size)``.
         """
+        if x.shape[0] == 1:
+            return self._step(x[0], state, episode_start[0])
         steps, batch, _ = x.shape
         window, length = self.window, self.chunk_len
         p_feat, p_step, p_valid, p_ckey, p_skey, p_sval = self._slots(state)
@@ -160,4 +183,72 @@ class RetrievalCore(nn.Module):
         keep = slice(seq - window, seq)
         new = torch.cat([feat[keep], step[keep, :, None], valid[keep, :, None].to(feat.dtype),
                          keys[keep], state_keys[keep], state_values[keep]], dim=-1)
-        return out, new.detach().transpose(0, 1).reshape(batch, self.state_size)
+        # back into the ring as T single steps would leave it: newest at head + T
+        head = (self._ring(state)[1] + steps) % window  # (B,)
+        order = (torch.arange(window, device=x.device) - head[:, None] - 1) % window  # (B, W)
+        ring = new.detach().transpose(0, 1).gather(1, order[..., None].expand(
+            -1, -1, self.slot_size))  # (B, W, P)
+        header = ring.new_zeros(batch, 1, self.slot_size)
+        header[:, 0, 0] = head.to(ring.dtype)
+        return out, torch.cat([ring, header], dim=1).reshape(batch, self.state_size)
+
+    def _step(self, x: Tensor, state: Tensor, start: Tensor) -> tuple[Tensor, Tensor]:
+        """One step (the actor's), on the ring as it lies; equals ``forward`` with T = 1.
+
+        Written for few torch ops per step (the actor's cost is their count, not their size):
+        the four projections of ``x`` are one matrix product, the picked chunks' slots one
+        gather, products are ``bmm``.
+
+        Args:
+            x: ``(B, F)`` features.
+            state: ``(B, state_size)``.
+            start: ``(B,)`` bool, this step begins an episode.
+
+        Returns:
+            ``(1, B, H)`` output and the new state (a copy with one slot and the head written).
+        """
+        batch, d, f = x.shape[0], self.key_dim, self.features
+        window, length, size = self.window, self.chunk_len, self.slot_size
+        ring, head = self._ring(state)  # (B, W, P), (B,)
+        grid = state.view(batch * (window + 1), size)  # every env's slots, by row
+        first = torch.arange(batch, device=x.device)[:, None] * (window + 1)  # (B, 1) row 0
+        _, step, valid, ckey, _, _ = self._split(ring)  # each (B, W, ...)
+        # the four projections of x in one product: chunk query, state query, key, value
+        weight = torch.cat([self.chunk_query.weight, self.state_query.weight,
+                            self.state_key.weight, self.state_value.weight])  # (4d, F)
+        bias = torch.cat([self.chunk_query.bias, self.state_query.bias, self.state_key.bias,
+                          self.state_value.bias])
+        proj = torch.addmm(bias, x, weight.T)  # (B, 4d)
+        n = torch.where(start.bool(), 0, step.gather(1, head[:, None])[:, 0].long() + 1)  # (B,)
+        age = (head[:, None] - self._slot_ids) % window + 1  # (B, W): 1 = the previous step
+        # a usable chunk ends in a slot of this episode (age <= n) whose chunk lies in the
+        # window (age <= W - L + 1) at a chunk boundary of its episode
+        limit = torch.clamp(n, max=window - length + 1)[:, None]  # (B, 1)
+        usable = valid & (age <= limit) & ((step.long() + 1) % length == 0) & (step >= length - 1)
+        scores = torch.bmm(ckey, proj[:, :d, None])[..., 0] / math.sqrt(d)  # (B, W)
+        top, index = scores.masked_fill(~usable, float("-inf")).topk(min(self.k, window))
+        found = torch.isfinite(top)  # (B, k')
+        chunk_weight = torch.softmax(top, dim=-1).nan_to_num(0.0) * found  # (B, k')
+        members = (index[..., None] + self._chunk_offsets) % window  # (B, k', L), oldest first
+        k_ = members.shape[1]
+        picked = grid.index_select(0, (first + members.view(batch, -1)).view(-1))
+        picked = picked.view(batch, k_ * length, size)  # (B, k'L, P)
+        logits = torch.bmm(picked[..., f + 2 + d:f + 2 + 2 * d], proj[:, d:2 * d, None])
+        attend = torch.softmax(logits.view(batch, k_, length) / math.sqrt(d), dim=-1)
+        # (B, 1, k'L) @ (B, k'L, d): chunk weight x state weight, summed over chunks and states
+        weights = (chunk_weight[..., None] * attend).view(batch, 1, k_ * length)
+        retrieved = torch.bmm(weights, picked[..., f + 2 + 2 * d:])[:, 0]  # (B, d)
+        out = torch.relu(self.out(torch.cat([x, retrieved], dim=-1)))  # (B, H)
+
+        # the new slot goes over the oldest; its chunk is the L - 1 newest slots and x
+        new_head = (head + 1) % window
+        recent = (new_head[:, None] + self._chunk_offsets[:-1]) % window  # (B, L-1)
+        recent = grid.index_select(0, (first + recent).view(-1))[:, :f]  # (B(L-1), F)
+        chunk = torch.cat([recent.view(batch, length - 1, f).to(x.dtype), x[:, None]], dim=1)
+        slot = torch.cat([x, n[:, None].to(x.dtype), torch.ones_like(x[:, :1]),
+                          self.chunk_key(chunk.mean(1)), proj[:, 2 * d:]], dim=-1)  # (B, P)
+        new = state.clone()
+        new_grid = new.view(batch * (window + 1), size)
+        new_grid[first[:, 0] + new_head] = slot.detach()
+        new_grid[first[:, 0] + window, 0] = new_head.to(new.dtype)
+        return out[None], new

@@ -86,11 +86,13 @@ def test_retrieval_finds_the_matching_chunk() -> None:
     torch.testing.assert_close(out[4:, 0, 2:], torch.zeros(2, 2))
 
 
-def test_step_by_step_equals_one_sequence() -> None:
-    """The actor's per-step forward (carrying the window) equals the learner's sequence
-    forward: equal inputs, equal log-probs."""
+@pytest.mark.parametrize("k", [2, 20])  # 20 > W: every usable chunk
+def test_step_by_step_equals_one_sequence(k: int) -> None:
+    """The actor's per-step forward (one slot written into the ring) equals the learner's
+    sequence forward (the ring unrolled): equal inputs, equal log-probs, equal states, after
+    the ring has wrapped around three times."""
     torch.manual_seed(0)
-    model = ActorCritic(SPEC, 4, Cfg())
+    model = ActorCritic(SPEC, 4, Cfg(retrieval=Retrieval(k=k)))
     steps, batch = 40, 3
     obs = {"obs": torch.randn(steps, batch, 5)}
     start = starts(steps, batch, (9, 0), (17, 1), (30, 2), (31, 2))
@@ -108,7 +110,7 @@ def test_step_by_step_equals_one_sequence() -> None:
     torch.testing.assert_close(torch.cat([first, second]), logits, atol=1e-5, rtol=0)
     torch.testing.assert_close(state, final)
     torch.testing.assert_close(end, final)
-    assert model.core_size == model.core.state_size == 12 * (16 + 2 + 3 * 8)
+    assert model.core_size == model.core.state_size == (12 + 1) * (16 + 2 + 3 * 8)  # + header
 
 
 def test_gradients_reach_every_parameter() -> None:
