@@ -75,7 +75,18 @@ _CHUNK = 500  # host parameters per IN (...) query; below every SQLite build's l
 #: Seconds between tries to write what a full disk refused (:class:`HeldWrites`).
 _RETRY_FULL_S = 1.0
 
+#: Below this much free space, a writer that cannot open the store blames the full disk.
+_MIN_FREE_BYTES = 1 << 20
+
 log = logging.getLogger(__name__)
+
+
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        stat = os.statvfs(directory)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
 
 
 class LabelStoreFullError(sqlite3.OperationalError):
@@ -176,6 +187,7 @@ class LabelStore:
 
         Raises:
             ValueError: bad argument.
+            LabelStoreFullError: a writer cannot open it: its disk is full.
             FileNotFoundError: ``readonly`` and the file does not exist.
             sqlite3.DatabaseError: the file is not a SQLite database or WAL mode is refused.
         """
@@ -205,8 +217,16 @@ class LabelStore:
             if not readonly:
                 self._init_writer(synchronous.upper())
             self.journal_mode = str(self._conn.execute("PRAGMA journal_mode").fetchone()[0])
-        except sqlite3.Error:
+        except sqlite3.Error as err:
             self._conn.close()
+            free = _free_bytes(self.path.parent)
+            if not readonly and isinstance(err, sqlite3.OperationalError) and (
+                    getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+                    or (free is not None and free < _MIN_FREE_BYTES)):
+                # opening creates the -wal and -shm files: SQLite says "disk I/O error"
+                raise LabelStoreFullError(
+                    f"label store {self.path}: cannot open it, its disk is full ({free} bytes "
+                    f"free; {err}); every row stored before is kept") from err
             raise
 
     def _init_writer(self, synchronous: str) -> None:

@@ -37,6 +37,8 @@ from explorer.core.checkpoint import (
 from explorer.core.config import load_config
 from explorer.core.tables import decode_table, table_schema
 from explorer.core.texts import TEXT_PROTOCOL_VERSION, text_id
+from llm_labeler.protocol import Label
+from llm_labeler.store import HeldWrites, LabelStore, LabelStoreFullError
 
 ROOT = Path(__file__).resolve().parents[2]
 CARTPOLE = ROOT / "configs" / "cartpole.yaml"
@@ -130,6 +132,38 @@ def test_full_checkpoint_disk_mid_run_training_goes_on_then_stops_resumable(
     assert state["env_steps"] == checkpoint_env_steps(last_good)
 
     # resuming from it: tests/faults/test_process_faults.py (after a kill -9 of the learner)
+
+
+def test_label_store_on_a_full_disk_names_itself_keeps_rows_and_reopens(
+        tmp_path: Path, tmpfs) -> None:
+    directory = tmpfs(tmp_path / "store", 512)
+    db = directory / "labels.sqlite"
+    store = LabelStore(db, synchronous="NORMAL")
+    first = [Label(text=f"You kill the newt {i}!", label=1, score=1.0) for i in range(5)]
+    store.put_many(first, prompt_hash="p")
+    filler = fill(directory)
+    more = [Label(text=f"You see a rock {i}. " + "x" * 3000, label=0, score=0.0)
+            for i in range(20)]
+    with pytest.raises(LabelStoreFullError, match=f"label store {db}: the disk is full"):
+        store.put_many(more, prompt_hash="p")  # was: "cannot rollback", the cause lost
+    writes = HeldWrites(store, retry_s=0.0)
+    assert not writes.add(labels=more, prompt_hash="p") and writes.held() == 20
+    assert len(store) == 5 and _rows(db) == (5, "ok")
+    store.close()
+    filler.unlink()
+    with LabelStore(db) as reopened:  # a labeler restarted once there is room again
+        assert len(reopened) == 5
+        writes.store = reopened
+        assert writes.flush() and writes.held() == 0 and len(reopened) == 25
+    # a labeler (re)started while the disk is full (a clean close removed the -wal and -shm
+    # files, which opening creates): one line naming the store, not "disk I/O error"
+    assert not (directory / "labels.sqlite-wal").exists()
+    filler = fill(directory)
+    with pytest.raises(LabelStoreFullError, match=f"label store {db}: cannot open it, its "
+                                                  "disk is full"):
+        LabelStore(db)
+    filler.unlink()
+    assert _rows(db) == (25, "ok")
 
 
 def _read_until(proc: subprocess.Popen, prefix: str, lines: list[str]) -> str:
