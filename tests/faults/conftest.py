@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 import subprocess
 import sys
@@ -12,27 +10,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-
-def fill(directory: Path, name: str = "filler") -> Path:
-    """Write zeros into ``directory/name`` until the disk is full; returns the file."""
-    path = directory / name
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    try:
-        for size in (1 << 16, 4096, 1):  # big blocks, then what is left, byte by byte
-            with contextlib.suppress(OSError):
-                while os.write(fd, b"\0" * size) == size:
-                    pass
-        try:
-            os.write(fd, b"\0")
-        except OSError as err:
-            if err.errno != errno.ENOSPC:
-                raise
-        else:
-            raise AssertionError(f"{directory} is not full after filling it")
-    finally:
-        os.close(fd)  # an open file would keep its space after the test unlinks it
-    return path
 
 
 def _umount(path: Path) -> None:

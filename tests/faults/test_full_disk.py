@@ -22,7 +22,7 @@ import msgpack
 import pytest
 import torch
 import zmq
-from conftest import fill
+from fault_helpers import fill
 
 from actors.envs import probe_env_spec
 from explorer.app.rundir import create_run_dir
