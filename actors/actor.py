@@ -22,6 +22,7 @@ from actors.rollout import RolloutRing, RolloutStorage, ring_sets
 from actors.texts import TextCapture, make_text_source
 from explorer.core.curve import SocketSecurity
 from explorer.core.networks import make_actor_critic, obs_to_torch
+from explorer.core.sockets import cap_tcp_buffers
 from explorer.core.specs import pack_episode_stats, weights_schema
 from explorer.core.tables import TableSubscriber
 from explorer.core.wire import KIND_ROLLOUT, DropCounter, Message, WireError, decode, encode
@@ -71,6 +72,7 @@ class Actor:
 
         self.push = ctx.socket(zmq.PUSH)
         self.push.setsockopt(zmq.SNDHWM, cfg.wire.send_hwm)
+        cap_tcp_buffers(self.push, args.rollout_address)
         self.push.setsockopt(zmq.LINGER, 0)
         _retry_soon(self.push)
         self.security.connect(self.push)

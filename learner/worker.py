@@ -29,7 +29,7 @@ from explorer.core.checkpoint import (
 )
 from explorer.core.curve import SocketSecurity
 from explorer.core.dashboard import write_layout
-from explorer.core.sockets import bind
+from explorer.core.sockets import bind, cap_tcp_buffers
 from explorer.core.specs import EpisodeStatsSpec, rollout_schema, unpack_episode_stats
 from explorer.core.tables import TableSubscriber
 from explorer.core.wire import KIND_WEIGHTS, DropCounter, Message, WireError, decode, encode
@@ -168,6 +168,7 @@ class LearnerWorker:
         # One message per actor pipe waits here; more would only age before training (the
         # actors' own send queues hold the rest, and block them: back-pressure, not staleness).
         self.pull.setsockopt(zmq.RCVHWM, 1)
+        cap_tcp_buffers(self.pull, args.rollout_address)
         self.pull.setsockopt(zmq.MAXMSGSIZE, max_bytes)
         self.pull.setsockopt(zmq.LINGER, 0)
         self.security.serve(self.pull)
