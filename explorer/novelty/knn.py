@@ -9,8 +9,9 @@ O(N log N) per generation. Here additions are O(1) amortised:
   the tail grows past ``rebuild_fraction`` of it, so its cost is amortised over many adds.
   Trees are built unbalanced and uncompacted (sliding-midpoint splits): 2x faster to build
   at 20k points, and as fast to query on descriptor data. Tails of at most 64 points are
-  searched by one ``cdist``. Novelty (:meth:`IncrementalKNN.novelty_distances`) bounds the
-  search of the batch and the tail by each query's k-th distance in the big tree.
+  searched by one ``cdist``. Novelty (:meth:`IncrementalKNN.novelty_distances`) searches the
+  batch and the tail with one small tree, bounded by the largest k-th distance the big tree
+  found: no dense batch distance matrix.
 * ``faiss``: ``explorer.memory.EmbeddingMemory`` (an exact flat FAISS index), for wider
   descriptors (e.g. STAX latents) where trees lose to brute force.
 
@@ -97,8 +98,8 @@ class IncrementalKNN:
     Args:
         dim: D, the descriptor width.
         backend: ``kdtree``, ``faiss`` or ``auto`` (``kdtree`` up to D = 8).
-        rebuild_fraction: ``kdtree`` only: rebuild the tree once the brute-force tail holds
-            this fraction of the tree's points (at least 256 points).
+        rebuild_fraction: ``kdtree`` only: rebuild the big tree once the tail of points added
+            since holds this fraction of its points (at least 256 points).
     """
 
     def __init__(self, dim: int, *, backend: str = "auto", rebuild_fraction: float = 0.08
