@@ -205,9 +205,9 @@ class SearchRun:
         """Searches until the budget is spent, Ctrl-C, or no worker is left."""
         if self.resume_path is not None:
             self._restore(self.resume_path)
-        previous = signal.signal(signal.SIGINT, self._on_sigint)
         pool = EvaluationPool(self.cfg, self.genome_size, frames=self.stax is not None,
                               on_event=self._event)
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
         reason, ckpt = "done", None
         try:
             pool.start()

@@ -5,13 +5,18 @@ and is sent one task (a slice of the batch) at a time. A worker that dies (kill 
 stops beating is restarted with back-off, as the run supervisor restarts actors, and the task it
 held goes back to the queue: every genome of a batch is evaluated exactly once in the result,
 nothing is lost. Messages are validated wire frames; a malformed one is dropped and counted.
+
+Workers are started, watched and killed through the run's launcher
+(``explorer.app.launchers``, picked by the config's ``launcher`` section): child processes, or
+Ray actors with ``launcher=ray``. Its stop event and heartbeats are the workers' control
+channel; genomes and results always go over ZeroMQ. Under Ray the driver binds on loopback
+(search has no CURVE keys yet), so the cluster must be a single node: this machine.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import dataclasses
 import shutil
-import signal
 import tempfile
 import time
 from collections import deque
@@ -23,25 +28,27 @@ import numpy as np
 import zmq
 
 from actors.evaluator_entry import EvaluatorArgs, evaluator_process
+from explorer.app.launchers import Launcher, LocalLauncher
+from explorer.core.config import ConfigError
 from explorer.core.sockets import bind
 from explorer.core.wire import DropCounter, Message, WireError, decode, encode
 from explorer.novelty.config import SearchConfig
 from explorer.novelty.protocol import KIND_EVAL_TASK, result_schema
 
-__all__ = ["EvalBatch", "EvaluationPool", "WorkersFailed"]
+__all__ = ["EvalBatch", "EvaluationPool", "WorkersFailed", "make_search_launcher"]
 
 _POLL_MS = 50
 _STARTUP_GRACE_S = 120.0
 
 
-def _start_ignoring_sigint(process: Any) -> None:
-    """Starts ``process`` with SIGINT ignored from its first instruction (a terminal's Ctrl-C
-    reaches the whole process group; the driver alone handles it and stops the workers)."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        process.start()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+def make_search_launcher(cfg: SearchConfig) -> Launcher:
+    """The launcher ``cfg.launcher.kind`` names, with one heartbeat slot per worker (Ray is
+    imported only when chosen)."""
+    if cfg.launcher.kind == "ray":
+        from explorer.app.ray_launcher import RayLauncher
+
+        return RayLauncher(cfg.launcher, cfg.workers.num_procs)
+    return LocalLauncher(cfg.workers.num_procs)
 
 
 class WorkersFailed(RuntimeError):
@@ -79,17 +86,36 @@ class EvaluationPool:
         genome_size: G.
         frames: Whether workers send final frames (STAX).
         on_event: Called with one line per start / crash / restart.
+        launcher: Starts the workers (its heartbeats need ``workers.num_procs`` slots);
+            default: the one ``cfg.launcher`` names, closed by :meth:`close`.
+
+    Raises:
+        ConfigError: ``launcher=ray`` on a cluster of more than one node.
     """
 
     def __init__(self, cfg: SearchConfig, genome_size: int, frames: bool,
-                 on_event: Callable[[str], None] = print) -> None:
+                 on_event: Callable[[str], None] = print,
+                 launcher: Launcher | None = None) -> None:
+        if cfg.launcher.kind == "ray" and cfg.workers.transport == "ipc":
+            cfg = dataclasses.replace(cfg, workers=dataclasses.replace(cfg.workers,
+                                                                       transport="tcp"))
+            on_event("launcher=ray: workers.transport ipc -> tcp (on 127.0.0.1)")
         self.cfg, self.genome_size, self.frames = cfg, int(genome_size), bool(frames)
         self.on_event = on_event
-        self._mp = mp.get_context("spawn")
-        self.stop_event = self._mp.Event()
+        self._owns_launcher = launcher is None
+        self.launcher = launcher or make_search_launcher(cfg)
+        nodes = getattr(self.launcher, "nodes", 1)
+        if nodes > 1:
+            if self._owns_launcher:
+                self.launcher.close()
+            raise ConfigError(f"launcher: explorer search needs a single-node Ray cluster (the "
+                              f"driver binds on 127.0.0.1, no CURVE for search); this one has "
+                              f"{nodes} nodes")
+        self.stop_event = self.launcher.stop_event
+        self.heartbeats = self.launcher.heartbeats
         n = cfg.workers.num_procs
-        self.heartbeats = self._mp.Array("d", n, lock=False)
         self.slots = [_Slot(i) for i in range(n)]
+        self._closed = False
         self.dropped = DropCounter()
         self.restarts = 0
         self._schema = result_schema(cfg.env.frame_size)
@@ -108,7 +134,7 @@ class EvaluationPool:
         for slot in self.slots:
             self._start(slot)
         self.on_event(f"started {len(self.slots)} evaluation workers "
-                      f"({', '.join(str(s.process.pid) for s in self.slots)})")
+                      f"({', '.join(self.launcher.where(s.process) for s in self.slots)})")
 
     def _start(self, slot: _Slot) -> None:
         c = self.cfg
@@ -118,9 +144,8 @@ class EvaluationPool:
             hidden_sizes=(c.controller.hidden_size,) * c.controller.hidden_layers,
             frame_size=c.env.frame_size, frames=self.frames, stop_event=self.stop_event,
             heartbeats=self.heartbeats)
-        slot.process = self._mp.Process(target=evaluator_process, args=(args,),
-                                        name=f"evaluator-{slot.worker_id}")
-        _start_ignoring_sigint(slot.process)
+        slot.process = self.launcher.start(f"evaluator-{slot.worker_id}", evaluator_process,
+                                           args, role="actor")
         slot.incarnation += 1
         slot.identity, slot.restart_at, slot.started_at = None, None, time.monotonic()
 
@@ -132,7 +157,7 @@ class EvaluationPool:
                 if now >= slot.restart_at:
                     self._start(slot)
                     self.on_event(f"restarted evaluator-{slot.worker_id} (restart "
-                                  f"{slot.restarts}, pid {slot.process.pid})")
+                                  f"{slot.restarts}, {self.launcher.where(slot.process)})")
                 continue
             proc = slot.process
             if proc.exitcode is None:
@@ -140,8 +165,8 @@ class EvaluationPool:
                 timeout = w.heartbeat_timeout_s if beat >= slot.started_at else max(
                     w.heartbeat_timeout_s, _STARTUP_GRACE_S)
                 if now - max(beat, slot.started_at) > timeout:
-                    self.on_event(f"evaluator-{slot.worker_id} (pid {proc.pid}) gave no "
-                                  f"heartbeat for {timeout:.0f}s; killing it")
+                    self.on_event(f"evaluator-{slot.worker_id} ({self.launcher.where(proc)}) "
+                                  f"gave no heartbeat for {timeout:.0f}s; killing it")
                     proc.kill()
                     proc.join(5)
                 continue
@@ -156,8 +181,8 @@ class EvaluationPool:
             self.restarts += 1
             delay = w.restart_backoff_s * 2 ** min(slot.restarts - 1, 6)
             slot.restart_at = now + delay
-            self.on_event(f"evaluator-{slot.worker_id} (pid {proc.pid}) died with exit code "
-                          f"{proc.exitcode}; restarting in {delay:.1f}s")
+            self.on_event(f"evaluator-{slot.worker_id} ({self.launcher.where(proc)}) died with "
+                          f"exit code {proc.exitcode}; restarting in {delay:.1f}s")
         if all(s.restart_at is None and s.process.exitcode is not None for s in self.slots):
             raise WorkersFailed(f"all {len(self.slots)} evaluation workers died and used up "
                                 f"workers.max_restarts={w.max_restarts}")
@@ -231,14 +256,20 @@ class EvaluationPool:
         return msg
 
     def close(self) -> None:
-        """Stops every worker and releases the socket; safe to call twice."""
+        """Stops every worker and releases the socket (and the launcher it made); safe to
+        call twice."""
+        if self._closed:
+            return
+        self._closed = True
         self.stop_event.set()
         for slot in self.slots:
-            if slot.process is not None and slot.process.pid is not None:
+            if slot.process is not None:
                 slot.process.join(5)
                 if slot.process.is_alive():
                     slot.process.terminate()
                     slot.process.join(1)
+        if self._owns_launcher:
+            self.launcher.close()
         self._sock.close(0)
         self._zmq.term()
         if self._ipc_dir:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from explorer.core.config import LauncherConfig
+from explorer.core.config import _check_launcher as _launcher_problems
 from explorer.core.config import config_field as _field
 
 __all__ = ["ALGORITHMS", "EMITTER_KINDS", "NoveltyConfig", "SearchConfig", "SearchEnvConfig",
@@ -120,7 +122,7 @@ class WorkersConfig:
     num_procs: int = _field(2, ge=1)
     #: Genomes per task sent to one worker; 0 splits each batch evenly over twice the workers.
     task_size: int = _field(0, ge=0, le=4096)
-    #: ZeroMQ transport between driver and workers.
+    #: ZeroMQ transport between driver and workers (``launcher=ray``: tcp on loopback).
     transport: str = _field("ipc", choices=("ipc", "tcp"))
     #: Seconds before restarting a crashed worker (doubles per restart of that worker).
     restart_backoff_s: float = _field(0.5, ge=0)
@@ -155,6 +157,9 @@ class SearchConfig:
     serene: SereneConfig = field(default_factory=SereneConfig)
     stax: StaxConfig = field(default_factory=StaxConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
+    #: How evaluation workers are started: the run's ``launcher`` section (``launcher=ray``:
+    #: Ray actors with ``launcher.resources.actor_cpus`` each, on a single-node cluster).
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
 
 
 def search_config_problems(cfg: SearchConfig) -> list[str]:
@@ -165,4 +170,5 @@ def search_config_problems(cfg: SearchConfig) -> list[str]:
     if cfg.stax.enabled and cfg.algorithm == "random":
         problems.append("stax.enabled: needs algorithm ns or serene (random search ignores "
                         "descriptors)")
+    problems += _launcher_problems(cfg)  # the run's launcher checks (they read cfg.launcher)
     return problems
