@@ -10,7 +10,8 @@ __all__ = ["EvaluatorArgs", "evaluator_process"]
 
 @dataclass(frozen=True)
 class EvaluatorArgs:
-    """Everything an evaluation worker needs; picklable so it can cross ``spawn``."""
+    """Everything an evaluation worker needs; picklable so it can cross ``spawn`` or reach a
+    Ray actor."""
 
     worker_id: int
     incarnation: int
@@ -21,13 +22,15 @@ class EvaluatorArgs:
     frame_size: int
     #: Send final frames (STAX).
     frames: bool
+    #: The launcher's stop event (``is_set()``): the driver sets it to stop every worker.
     stop_event: Any
-    #: Shared array of ``time.monotonic()`` per worker id, read by the pool's watchdog.
+    #: The launcher's heartbeats: ``heartbeats[worker_id] = time.monotonic()``, read by the
+    #: pool's watchdog.
     heartbeats: Any = None
 
 
 def evaluator_process(args: EvaluatorArgs) -> None:
-    """``multiprocessing`` target: imports the worker's code in the child, then runs it."""
+    """Launcher target: imports the worker's code in the new process, then runs it."""
     from actors.evaluator import evaluator_main
 
     evaluator_main(args)
