@@ -8,6 +8,8 @@ permission to mount, those two faults are skipped with the reason). Faults, in a
 order at seeded random gaps (the learner's kill -9 last: the run then resumes):
 
 =================  ============================================================================
+control            no fault: the same measurement, for the noise of the fps ratio on a shared
+                   machine (a ratio this far from 1 means nothing)
 actor_kill9        SIGKILL of actor-0: restarted by the supervisor
 labeler_kill9      SIGKILL of the labeler: restarted, its SQLite store reloaded
 llm_kill9          SIGKILL of the LLM server; started again on the same port after --llm-down-s
@@ -39,7 +41,8 @@ death, Ctrl-C + resume), tests/llm_labeler/test_labeler_runs.py (labeler kill -9
 server), tests/learner/test_learner_socket_faults.py and tests/llm_labeler/test_service.py
 (malformed frames).
 
-Run (as root for the tmpfs mounts; ~12 minutes)::
+Run (as root for the tmpfs mounts; 9-10 minutes on 2 shared cores; figures in
+benchmarks/RESULTS.md, "Fault soak")::
 
     python benchmarks/soak.py --seed 0
     python benchmarks/soak.py --seed 0 --stop-s 10 --window 10 --faults actor_kill9,store_full
@@ -72,8 +75,9 @@ import zmq
 REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests" / "llm_labeler"
 CONFIG = REPO / "configs" / "keycorridor_oni.yaml"
-FAULTS = ("actor_kill9", "labeler_kill9", "llm_kill9", "learner_stop", "actor_throttle",
-          "garbage_rollouts", "garbage_texts", "store_full", "checkpoint_full", "learner_kill9")
+FAULTS = ("control", "actor_kill9", "labeler_kill9", "llm_kill9", "learner_stop",
+          "actor_throttle", "garbage_rollouts", "garbage_texts", "store_full", "checkpoint_full",
+          "learner_kill9")
 GOAL_FPS_RATIO = 0.9
 _TICK_S = 0.25
 
@@ -372,6 +376,10 @@ class Soak:
         """Inject one fault; returns its row (the fps figures are added by the caller)."""
         return getattr(self, f"_f_{name}")()
 
+    def _f_control(self) -> dict[str, Any]:
+        return {"end": time.monotonic(), "survived": True,
+                "detail": "no fault (the fps ratio's noise)"}
+
     def _f_actor_kill9(self) -> dict[str, Any]:
         sup = self.shared.sup
         restarts = sup.actors[0].restarts
@@ -556,7 +564,8 @@ class Soak:
         steps = self.steps()
         ok = ok and self.wait(self.progressing(steps), 120, "training after the resume")
         return {"end": end, "survived": ok, "env_steps_lost": int(max(steps_lost, 0)),
-                "detail": f"resumed from {_name(resumed_from)} (newest now {_name(ckpt)}); "
+                "detail": f"resumed from {_name(resumed_from)} (newest at recovery "
+                          f"{_name(ckpt)}); "
                           f"{at_kill} steps at the kill"}
 
     # -- driver -----------------------------------------------------------------------------
