@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from waiting import wait_for
 
 from actors.envs import probe_env_spec
 from explorer.app.rundir import create_run_dir
@@ -25,15 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CARTPOLE = ROOT / "configs" / "cartpole.yaml"
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.timeout(300)
 def test_kill_9_actor_is_restarted_and_training_continues(tmp_path: Path) -> None:
     cfg = load_config(CARTPOLE, [f"runs_dir={tmp_path}", "total_env_steps=10000000",
@@ -43,16 +35,16 @@ def test_kill_9_actor_is_restarted_and_training_continues(tmp_path: Path) -> Non
 
     def chaos() -> None:
         try:
-            _wait_for(lambda: sup.last_status.get("env_steps", 0) > 5000, 120, "first steps")
+            wait_for(lambda: sup.last_status.get("env_steps", 0) > 5000, 120, "first steps")
             victim = sup.actors[0].process
             observed["victim_pid"] = victim.pid
             os.kill(victim.pid, signal.SIGKILL)
-            _wait_for(lambda: any("restarted actor-0" in e for e in sup.events), 60, "restart")
+            wait_for(lambda: any("restarted actor-0" in e for e in sup.events), 60, "restart")
             observed["new_pid"] = sup.actors[0].process.pid
             updates_at_restart = sup.last_status["updates"]
             observed["steps_at_restart"] = sup.last_status["env_steps"]
             # the new actor connects and its rollouts are trained on
-            _wait_for(lambda: sup.last_status["updates"] > updates_at_restart + 20, 120,
+            wait_for(lambda: sup.last_status["updates"] > updates_at_restart + 20, 120,
                       "updates after the restart")
             observed["steps_after"] = sup.last_status["env_steps"]
         finally:
@@ -93,7 +85,7 @@ def test_sigint_writes_checkpoint_and_resume_continues(tmp_path: Path) -> None:
     proc = _start_run(str(CARTPOLE), f"runs_dir={tmp_path}", "total_env_steps=10000000",
                       "target_return=null", "log_interval_s=1", "--quiet")
     run_dir = tmp_path / "cartpole"
-    _wait_for(lambda: max(_tb_steps(run_dir, "perf/fps"), default=0) > 5000, 180,
+    wait_for(lambda: max(_tb_steps(run_dir, "perf/fps"), default=0) > 5000, 180,
               "a few thousand env steps")
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
@@ -142,7 +134,7 @@ def test_learner_death_stops_everything_and_names_checkpoint(tmp_path: Path) -> 
     sup = Supervisor(cfg, probe_env_spec(cfg.env), create_run_dir(cfg, ["test"]))
 
     def kill_learner() -> None:
-        _wait_for(lambda: latest_checkpoint(sup.run_dir / "checkpoints") is not None, 120,
+        wait_for(lambda: latest_checkpoint(sup.run_dir / "checkpoints") is not None, 120,
                   "a periodic checkpoint")
         os.kill(sup.learner.pid, signal.SIGKILL)
 
@@ -167,15 +159,15 @@ def test_hung_actor_is_killed_and_replaced(tmp_path: Path) -> None:
 
     def freeze() -> None:
         try:
-            _wait_for(lambda: sup.last_status.get("env_steps", 0) > 5000
+            wait_for(lambda: sup.last_status.get("env_steps", 0) > 5000
                       and time.monotonic() - sup.actors[1].started_at > 5, 120, "steady state")
             observed["frozen_pid"] = sup.actors[1].process.pid
             os.kill(observed["frozen_pid"], signal.SIGSTOP)
-            _wait_for(lambda: any("restarted actor-1" in e for e in sup.events), 60,
+            wait_for(lambda: any("restarted actor-1" in e for e in sup.events), 60,
                       "the frozen actor to be replaced")
             observed["new_pid"] = sup.actors[1].process.pid
             beat = sup.heartbeats[1]
-            _wait_for(lambda: sup.heartbeats[1] > beat, 60, "a heartbeat from the replacement")
+            wait_for(lambda: sup.heartbeats[1] > beat, 60, "a heartbeat from the replacement")
         finally:
             sup.stop_event.set()
 

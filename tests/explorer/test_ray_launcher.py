@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_for
 
 from explorer.core.checkpoint import checkpoint_env_steps, latest_checkpoint, load_checkpoint
 from explorer.core.config import ConfigError, load_config
@@ -27,15 +28,6 @@ QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 
 requires_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                   reason="ray is not installed (pip install -e '.[ray]')")
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- config --------------------------------------------------------------------------------
@@ -113,14 +105,14 @@ def test_ray_run_restarts_a_killed_actor_and_stop_writes_checkpoint(tmp_path: Pa
 
     def chaos() -> None:
         try:
-            _wait_for(lambda: sup.last_status.get("env_steps", 0) > 3000, 120, "first steps")
+            wait_for(lambda: sup.last_status.get("env_steps", 0) > 3000, 120, "first steps")
             victim = sup.actors[0].process.pid
             observed["victim_pid"] = victim
             os.kill(victim, signal.SIGKILL)  # the OS process Ray runs actor-0 in
-            _wait_for(lambda: any("restarted actor-0" in e for e in sup.events), 60, "restart")
+            wait_for(lambda: any("restarted actor-0" in e for e in sup.events), 60, "restart")
             observed["new_pid"] = sup.actors[0].process.pid
             updates = sup.last_status["updates"]
-            _wait_for(lambda: sup.last_status["updates"] > updates + 5, 60,
+            wait_for(lambda: sup.last_status["updates"] > updates + 5, 60,
                       "training after the restart")
             observed["trained_after"] = True
         finally:

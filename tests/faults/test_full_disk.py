@@ -23,6 +23,7 @@ import pytest
 import torch
 import zmq
 from fault_helpers import fill
+from waiting import wait_for
 
 from actors.envs import probe_env_spec
 from explorer.app.rundir import create_run_dir
@@ -45,15 +46,6 @@ CARTPOLE = ROOT / "configs" / "cartpole.yaml"
 
 # probe_env_spec builds a CartPole env, whose Box space warns about float64 bounds
 pytestmark = pytest.mark.filterwarnings("ignore:.*precision lowered:UserWarning")
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_checkpoint_on_a_full_disk_is_one_clear_error_and_leaves_no_partial_file(
@@ -94,14 +86,14 @@ def test_full_checkpoint_disk_mid_run_training_goes_on_then_stops_resumable(
 
     def chaos() -> None:
         try:
-            _wait_for(lambda: latest_checkpoint(checkpoints) is not None, 180,
+            wait_for(lambda: latest_checkpoint(checkpoints) is not None, 180,
                       "a periodic checkpoint")
             observed["filler"] = fill(checkpoints)
             observed["last_good"] = latest_checkpoint(checkpoints)
             observed["steps_at_full"] = sup.last_status.get("env_steps", 0)
             time.sleep(3)  # several checkpoint intervals on a full disk
             updates = sup.last_status.get("updates", 0)
-            _wait_for(lambda: sup.last_status.get("updates", 0) > updates + 5, 120,
+            wait_for(lambda: sup.last_status.get("updates", 0) > updates + 5, 120,
                       "training on a full disk")
             observed["steps_after"] = sup.last_status["env_steps"]
         except BaseException as exc:  # noqa: BLE001 - reported by the test below

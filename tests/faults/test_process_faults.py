@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_for
 
 from actors.envs import probe_env_spec
 from explorer.app.rundir import create_run_dir
@@ -30,15 +31,6 @@ CARTPOLE = ROOT / "configs" / "cartpole.yaml"
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*precision lowered:UserWarning")
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -81,7 +73,7 @@ def test_learner_frozen_then_continued_actors_wait_without_spinning(tmp_path: Pa
     sup = _supervisor(tmp_path, "actors.heartbeat_timeout_s=4")
 
     def chaos(observed: dict) -> None:
-        _wait_for(lambda: sup.last_status.get("updates", 0) > 10, 180, "steady training")
+        wait_for(lambda: sup.last_status.get("updates", 0) > 10, 180, "steady training")
         actors = [slot.process.pid for slot in sup.actors]
         observed["actors"] = actors
         learner = sup.learner.pid
@@ -96,7 +88,7 @@ def test_learner_frozen_then_continued_actors_wait_without_spinning(tmp_path: Pa
         finally:
             os.kill(learner, signal.SIGCONT)
         updates = sup.last_status.get("updates", 0)
-        _wait_for(lambda: sup.last_status.get("updates", 0) > updates + 10, 120,
+        wait_for(lambda: sup.last_status.get("updates", 0) > updates + 10, 120,
                   "training after SIGCONT")
         observed["actors_after"] = [slot.process.pid for slot in sup.actors]
 
@@ -116,7 +108,7 @@ def test_throttled_actor_is_slow_not_dead(tmp_path: Path) -> None:
     sup = _supervisor(tmp_path, "actors.heartbeat_timeout_s=5")
 
     def chaos(observed: dict) -> None:
-        _wait_for(lambda: sup.last_status.get("updates", 0) > 10, 180, "steady training")
+        wait_for(lambda: sup.last_status.get("updates", 0) > 10, 180, "steady training")
         victim = sup.actors[0].process.pid
         observed["victim"] = victim
         received = sup.last_status.get("received", 0)
@@ -145,10 +137,10 @@ def test_learner_killed_9_resumes_from_its_last_periodic_checkpoint(tmp_path: Pa
     checkpoints = sup.run_dir / "checkpoints"
 
     def chaos(observed: dict) -> None:
-        _wait_for(lambda: latest_checkpoint(checkpoints) is not None
+        wait_for(lambda: latest_checkpoint(checkpoints) is not None
                   and sup.last_status.get("updates", 0) > 10, 180, "a periodic checkpoint")
         os.kill(sup.learner.pid, signal.SIGKILL)
-        _wait_for(lambda: not sup.learner.is_alive(), 30, "the learner to die")
+        wait_for(lambda: not sup.learner.is_alive(), 30, "the learner to die")
         observed["steps_at_kill"] = sup.last_status.get("env_steps", 0)
 
     result, observed = _run_with(sup, chaos)

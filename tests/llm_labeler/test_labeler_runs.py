@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from fake_openai_server import FakeOpenAIServer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from waiting import wait_for
 
 from actors.envs import probe_env_spec
 from explorer.app.rundir import create_run_dir
@@ -34,15 +35,6 @@ SMALL = ["actors.num_procs=1", "env.envs_per_actor=8", "env.max_episode_steps=30
          "learner.model.hidden_size=32", "learner.model.core=none",
          "learner.model.encoder_kwargs={embed_dim: 8, full_map: false, message_dim: 0}",
          "log_interval_s=1", "actors.restart_backoff_s=0.5", "llm_labeler.publish_interval_s=0.5"]
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _rows(db: Path, table: str = "labels") -> int:
@@ -115,18 +107,18 @@ def test_labeler_killed_is_restarted_with_its_store_and_labels_nothing_twice(
 
     def chaos() -> None:
         try:
-            _wait_for(lambda: _rows(db) >= 5, 240, "first labels")
+            wait_for(lambda: _rows(db) >= 5, 240, "first labels")
             # kill between batches: every text the backend was asked about is stored
-            _wait_for(lambda: _rows(db) == len(asked()), 60, "an idle moment")
+            wait_for(lambda: _rows(db) == len(asked()), 60, "an idle moment")
             observed["rows_before"] = _rows(db)
             victim = sup.labeler.process.pid
             os.kill(victim, signal.SIGKILL)
-            _wait_for(lambda: any("restarted labeler" in e for e in sup.events), 60, "restart")
+            wait_for(lambda: any("restarted labeler" in e for e in sup.events), 60, "restart")
             observed["new_pid"] = sup.labeler.process.pid
             observed["victim"] = victim
             steps = sup.last_status.get("env_steps", 0)
-            _wait_for(lambda: _rows(db) > observed["rows_before"] + 3, 240, "labels after")
-            _wait_for(lambda: sup.last_status.get("env_steps", 0) > steps, 60, "training")
+            wait_for(lambda: _rows(db) > observed["rows_before"] + 3, 240, "labels after")
+            wait_for(lambda: sup.last_status.get("env_steps", 0) > steps, 60, "training")
         finally:
             sup.stop_event.set()
 
@@ -155,7 +147,7 @@ def test_dead_llm_server_never_stalls_training_and_labelling_resumes(tmp_path: P
 
     def chaos() -> None:
         try:
-            _wait_for(lambda: _rows(db) >= 5 and sup.last_status.get("env_steps", 0) > 0, 240,
+            wait_for(lambda: _rows(db) >= 5 and sup.last_status.get("env_steps", 0) > 0, 240,
                       "first labels and a learner status")
             server.stop()
             observed["rows_at_kill"] = _rows(db)
@@ -165,8 +157,8 @@ def test_dead_llm_server_never_stalls_training_and_labelling_resumes(tmp_path: P
             observed["rows_while_dead"] = _rows(db)
             observed["seen_while_dead"] = _rows(db, "seen")
             server.start()  # same port
-            _wait_for(lambda: _rows(db) > observed["rows_while_dead"], 120, "labels again")
-            _wait_for(lambda: _rows(db) >= observed["seen_while_dead"], 120,
+            wait_for(lambda: _rows(db) > observed["rows_while_dead"], 120, "labels again")
+            wait_for(lambda: _rows(db) >= observed["seen_while_dead"], 120,
                       "the texts that waited got labelled")
         except BaseException as exc:  # noqa: BLE001 - reported by the test below
             observed["chaos_error"] = repr(exc)
