@@ -326,6 +326,8 @@ def summarize(records: list[RunRecord]) -> dict[str, Any]:
     to_target = [r.wall_s_to_target if r.solved else None for r in records]
     steps = [r.env_steps_to_target if r.solved else None for r in records]
     startup = [r.startup_s for r in records if r.startup_s is not None]
+    upper = [r.startup_bracket_s[1] for r in records
+             if r.startup_s is None and r.startup_bracket_s is not None]
     exits = [r.exit_s for r in records if r.exit_s is not None]
     return {
         "runs": len(records), "failures": sum(not r.solved for r in records),
@@ -335,6 +337,8 @@ def summarize(records: list[RunRecord]) -> dict[str, Any]:
         "env_steps_to_target_spread": spread(steps),
         "startup_s_median": statistics.median(startup) if startup else None,
         "startup_s_spread": spread(startup),
+        # where no log came before the first rollout, only the bracket's upper end is known
+        "startup_s_upper_median": statistics.median(upper) if upper else None,
         "exit_s_median": statistics.median(exits) if exits else None,
     }
 
@@ -389,8 +393,11 @@ def print_table(summary: dict[str, dict[str, Any]], ratios: dict[str, dict[str, 
                 verdict = {True: "met", False: "MISSED", None: "n/a"}[cmp["met"]]
                 goal_text = f"<= {cmp['goal']:g}x  {verdict}" + (
                     f" ({cmp['note']})" if cmp["note"] else "")
+            startup_text = fmt(s["startup_s_median"]) + fmt_range(s["startup_s_spread"])
+            if s["startup_s_median"] is None and s["startup_s_upper_median"] is not None:
+                startup_text = "<= " + fmt(s["startup_s_upper_median"])
             table.add_row(task.short if index == 0 else "", system, wall_text, steps_text,
-                          fmt(s["startup_s_median"]) + fmt_range(s["startup_s_spread"]),
+                          startup_text,
                           f"{s['failures']}/{s['runs']}", ratio_text, goal_text)
     Console(width=170).print(table)
 
