@@ -8,13 +8,12 @@ import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from waiting import wait_for
+from waiting import run_beside, wait_for
 
 from actors.envs import probe_env_spec
 from explorer.app.rundir import create_run_dir
@@ -50,10 +49,7 @@ def test_kill_9_actor_is_restarted_and_training_continues(tmp_path: Path) -> Non
         finally:
             sup.stop_event.set()
 
-    thread = threading.Thread(target=chaos, daemon=True)
-    thread.start()
-    result = sup.run()
-    thread.join(10)
+    result = run_beside(sup, chaos)
     assert observed.get("new_pid") not in (None, observed["victim_pid"]), observed
     assert result.actor_restarts == 1
     assert observed["steps_after"] > observed["steps_at_restart"]
@@ -138,10 +134,7 @@ def test_learner_death_stops_everything_and_names_checkpoint(tmp_path: Path) -> 
                   "a periodic checkpoint")
         os.kill(sup.learner.pid, signal.SIGKILL)
 
-    thread = threading.Thread(target=kill_learner, daemon=True)
-    thread.start()
-    result = sup.run()
-    thread.join(10)
+    result = run_beside(sup, kill_learner)
     assert result.reason == "learner_failed" and result.exit_code == 1
     assert result.checkpoint == latest_checkpoint(sup.run_dir / "checkpoints")
     assert any("learner died (exit code -9)" in e for e in sup.events), sup.events
@@ -171,10 +164,7 @@ def test_hung_actor_is_killed_and_replaced(tmp_path: Path) -> None:
         finally:
             sup.stop_event.set()
 
-    thread = threading.Thread(target=freeze, daemon=True)
-    thread.start()
-    result = sup.run()
-    thread.join(10)
+    result = run_beside(sup, freeze)
     assert any("actor-1" in e and "gave no heartbeat" in e for e in sup.events), sup.events
     assert observed["new_pid"] != observed["frozen_pid"]
     assert result.actor_restarts == 1

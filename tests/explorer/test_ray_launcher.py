@@ -12,12 +12,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from waiting import wait_for
+from waiting import run_beside, wait_for
 
 from explorer.core.checkpoint import checkpoint_env_steps, latest_checkpoint, load_checkpoint
 from explorer.core.config import ConfigError, load_config
@@ -118,10 +117,7 @@ def test_ray_run_restarts_a_killed_actor_and_stop_writes_checkpoint(tmp_path: Pa
         finally:
             sup.stop_event.set()
 
-    thread = threading.Thread(target=chaos, daemon=True)
-    thread.start()
-    result = sup.run()
-    thread.join(10)
+    result = run_beside(sup, chaos)
     assert observed.get("trained_after"), (observed, sup.events)
     assert observed["new_pid"] != observed["victim_pid"]
     assert result.reason == "stopped" and result.actor_restarts == 1, (result, sup.events)

@@ -14,7 +14,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pytest
 import torch
 import zmq
 from fault_helpers import fill
-from waiting import wait_for
+from waiting import run_beside, wait_for
 
 from actors.envs import probe_env_spec
 from explorer.app.rundir import create_run_dir
@@ -101,10 +100,7 @@ def test_full_checkpoint_disk_mid_run_training_goes_on_then_stops_resumable(
         finally:
             sup.stop_event.set()
 
-    thread = threading.Thread(target=chaos, daemon=True)
-    thread.start()
-    result = sup.run()
-    thread.join(10)
+    result = run_beside(sup, chaos)
     err = capfd.readouterr().err
     assert "chaos_error" not in observed, observed["chaos_error"]
     last_good = observed["last_good"]

@@ -13,12 +13,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from waiting import wait_for
+from waiting import run_beside, wait_for
 
 from actors.envs import probe_env_spec
 from explorer.app.rundir import create_run_dir
@@ -57,10 +56,7 @@ def _run_with(sup: Supervisor, chaos) -> tuple[object, dict]:
         finally:
             sup.stop_event.set()
 
-    thread = threading.Thread(target=body, daemon=True)
-    thread.start()
-    result = sup.run()
-    thread.join(10)
+    result = run_beside(sup, body)
     assert "chaos_error" not in observed, (observed["chaos_error"], sup.events)
     return result, observed
 

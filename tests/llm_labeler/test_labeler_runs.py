@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from fake_openai_server import FakeOpenAIServer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from waiting import wait_for
+from waiting import run_beside, wait_for
 
 from actors.envs import probe_env_spec
 from explorer.app.rundir import create_run_dir
@@ -122,10 +122,7 @@ def test_labeler_killed_is_restarted_with_its_store_and_labels_nothing_twice(
         finally:
             sup.stop_event.set()
 
-    thread = threading.Thread(target=chaos, daemon=True)
-    thread.start()
-    result = sup.run()
-    thread.join(10)
+    result = run_beside(sup, chaos)
     assert result.reason == "stopped", sup.events
     assert observed.get("new_pid") not in (None, observed.get("victim")), sup.events
     assert sup.labeler.restarts == 1
