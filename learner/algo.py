@@ -110,6 +110,17 @@ class PpoTargets:
         return pre
 
 
+def _flag_last(items: Iterator[Any]) -> Iterator[tuple[Any, bool]]:
+    """``(item, is_last)`` pairs, one item ahead (a generator's length is unknown)."""
+    previous, have = None, False
+    for item in items:
+        if have:
+            yield previous, False
+        previous, have = item, True
+    if have:
+        yield previous, True
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present, else CPU."""
     if name == "auto":
@@ -131,7 +142,8 @@ class Learner:
         self.device = device
         self.model = make_actor_critic(cfg, env_spec).to(device)
         #: torch.optim.Adam's update without its ~0.85 s torch._dynamo import at start-up
-        self.optimizer = LightAdam(self.model.parameters(), lr=self.cfg.lr,
+        self.parameters = list(self.model.parameters())  # once: a module walk per call
+        self.optimizer = LightAdam(self.parameters, lr=self.cfg.lr,
                                    eps=self.cfg.adam_eps)
         self.estimator: TargetEstimator = (
             AppoTargets(self.cfg.vtrace_rho_bar, self.cfg.vtrace_c_bar)
@@ -253,8 +265,9 @@ class Learner:
             value_targets.append(target)
         return advantages, value_targets
 
-    def _minibatch_loss(self, mb: Batch, streams: list[Stream], pre: list[Targets | None]
-                        ) -> tuple[torch.Tensor, dict, list[torch.Tensor]]:
+    def _minibatch_loss(self, mb: Batch, streams: list[Stream], pre: list[Targets | None],
+                        report: bool = True) -> tuple[torch.Tensor, dict, list[torch.Tensor]]:
+        """The loss of one minibatch, its value targets and (``report``) its metrics."""
         cfg = self.cfg
         logits, values, _ = self.model.forward_all(mb.obs, mb.core_state, mb.episode_start)
         steps = mb.actions.shape[0]  # obs hold T+1 steps (T for a one-step sample batch)
@@ -280,6 +293,8 @@ class Learner:
         )
         entropy = entropy_bonus(logits, mb.mask)
         loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
+        if not report:
+            return loss, {}, value_targets
         with torch.no_grad():
             log_ratio = target_logp - centre
             denom = mb.mask.sum().clamp(min=1.0)
@@ -321,14 +336,22 @@ class Learner:
         batch, learner_values = self._correct_lag(batch)
         pre = self._precompute(batch, streams, learner_values)
         metrics: dict[str, float] = {}
-        for _ in range(cfg.epochs):
-            for mb, mb_streams, mb_pre in self._minibatches(batch, streams, pre):
-                loss, metrics, value_targets = self._minibatch_loss(mb, mb_streams, mb_pre)
+        last_epoch = cfg.epochs - 1
+        for epoch in range(cfg.epochs):
+            for (mb, mb_streams, mb_pre), last in _flag_last(
+                    self._minibatches(batch, streams, pre)):
+                # the loss metrics of the update's last minibatch are the ones logged: the
+                # others would cost a dozen small ops and syncs each for nothing
+                report = epoch == last_epoch and last
+                loss, mb_metrics, value_targets = self._minibatch_loss(mb, mb_streams, mb_pre,
+                                                                       report)
                 self.optimizer.zero_grad()
                 loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                grad_norm = nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm)
                 self.optimizer.step()
-                metrics["losses/grad_norm"] = float(grad_norm)
+                if report:
+                    metrics = mb_metrics
+                    metrics["losses/grad_norm"] = float(grad_norm)
                 if self.value_norm is not None:
                     for stream, target in zip(mb_streams, value_targets, strict=True):
                         self.value_norm.update(stream.head, target, mb.mask)
