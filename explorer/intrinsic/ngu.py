@@ -34,7 +34,7 @@ from explorer.core.running_stats import HorizonMean
 from explorer.core.seeding import seeded_init
 from explorer.intrinsic.base import TransitionBatch, register_intrinsic
 from explorer.intrinsic.dynamics import InverseDynamicsEmbedding, train_inverse_dynamics
-from explorer.memory import EmbeddingMemory, EpisodicMemories
+from explorer.memory.episodic import EpisodicMemories
 
 __all__ = ["NGUBonus", "kernel_bonus"]
 
@@ -224,6 +224,8 @@ def _saved_memory(saved: Any, dim: int, capacity: int, device: torch.device
     elif "vectors" in saved:
         return saved["vectors"].to(device).clone(), int(saved["count"])
     else:
+        from explorer.memory.index import EmbeddingMemory  # FAISS: only for such old states
+
         memory = EmbeddingMemory(dim, kind="flat", use_gpu=False)
         memory.load_state_dict(saved)
         order = np.argsort(memory.ids(), kind="stable")  # FAISS ids were consecutive: age
