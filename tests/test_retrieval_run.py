@@ -28,7 +28,7 @@ def test_retrieval_agent_trains_checkpoints_and_resumes(tmp_path: Path) -> None:
     assert result.last_status["updates"] >= 2 and result.last_status["dropped"] == 0
     saved = load_checkpoint(result.checkpoint)["learner"]
     core = {k: v for k, v in saved["model"].items() if k.startswith("core.")}
-    assert {"core.chunk_query.weight", "core.state_value.weight", "core.out.weight"} <= set(core)
+    assert {"core.project.weight", "core.chunk_key.weight", "core.out.weight"} <= set(core)
 
     more = load_config(CONFIG, [f"runs_dir={tmp_path}", "total_env_steps=512", *SMALL])
     resumed = Supervisor(more, spec, run_dir, resume_path=result.checkpoint,

@@ -14,30 +14,33 @@ episode's first step. At each step the encoder's features ``x_t`` query the memo
 4. output: ``relu(Linear([x_t, retrieved]))``, the heads' input.
 
 State and refresh policy. The recurrent state that actors send with each rollout (as they do a
-GRU's) is the window: ``W = window_chunks * chunk_len`` slots of (features, episode step,
-valid, chunk key, state key, state value), kept as a ring, plus the ring's head (the slot of
-the newest step). A step's features and projections enter the window as the network computed
-them at that step, and leave it W steps later: nothing is re-encoded, so an actor step
-projects one new state, not the window. An actor step (T = 1) works on the ring as it lies:
-it scores the stored chunk keys, gathers the picked chunks' slots, and writes its one new slot
-over the oldest (into a copy of the state: one memcpy, no re-layout of the window). A sequence
-(the learner's T > 1) unrolls the ring into time order once, and writes its result back as the
-ring a step-by-step run would have left: both give the same state. Within a training
-sequence the learner recomputes every step's features and projections with its current weights
-(gradients flow through keys, queries, retrieved states and the encoder); the window the
-sequence starts from is the behaviour policy's stored state, as a GRU's stored state in R2D2 --
-at most ``max_policy_lag`` versions old, and gone after W steps. With equal weights the
-actor's step-by-step retrieval and the learner's sequence retrieval see the same inputs and
-give the same log-probs (tested).
+GRU's) is the window: ``W = window_chunks * chunk_len`` slots of (episode step, valid, chunk
+key, state key, state value), kept as a ring, then the ring's head (the slot of the newest
+step) and the features of the L - 1 newest steps (the members, besides the next step, of the
+next chunk, whose key is the projection of their mean). A step's projections enter the window
+as the network computed them at that step, and leave it W steps later: nothing is re-encoded,
+so an actor step projects one new state, not the window. An actor step (T = 1) works on the
+ring as it lies: it scores the stored keys of the chunks its episode can use, gathers the
+picked chunks' slots, and writes its one new slot over the oldest (into a copy of the state:
+one memcpy, no re-layout of the window). A sequence (the learner's T > 1) unrolls the ring
+into time order once, and writes its result back as the ring a step-by-step run would have
+left: both give the same state. Within a training sequence the learner recomputes every
+step's features and projections with its current weights (gradients flow through keys,
+queries, retrieved states and the encoder); the window the sequence starts from is the
+behaviour policy's stored state, as a GRU's stored state in R2D2 -- at most
+``max_policy_lag`` versions old, and gone after W steps. With equal weights the actor's
+step-by-step retrieval and the learner's sequence retrieval see the same inputs and give the
+same log-probs (tested).
 
 Shapes: T = steps, B = envs, F = features, W = window slots, S = W + T, L = ``chunk_len``,
-k = ``k``, d = ``key_dim``, H = output width, P = slot width.
+M = ``window_chunks``, k = ``k``, d = ``key_dim``, H = output width, P = slot width.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -49,12 +52,11 @@ class RetrievalCore(nn.Module):
 
     Attributes:
         window: W, steps of the past kept in the state.
-        slot_size: P = F + 2 + 3d, one window slot: features, episode step, valid, and the
-            projections made when the step entered (chunk key, state key, state value).
-        state_size: Width of the flat recurrent state, ``(W + 1) * P``: the ring of W slots,
-            then a header slot whose first value is the head (index of the newest step's
-            slot). Whole slots keep every env's slots on one ``(B * (W + 1), P)`` grid, so the
-            actor's step gathers and writes slots by row index.
+        slot_size: P = 2 + 3d, one window slot: episode step, valid, and the projections
+            made when the step entered (chunk key, state key, state value).
+        state_size: Width of the flat recurrent state, ``W * P + 1 + (L - 1) * F``: the ring
+            of W slots, the head (index of the newest step's slot), then the features of the
+            L - 1 newest steps, oldest first.
         out_size: H.
     """
 
@@ -80,38 +82,32 @@ class RetrievalCore(nn.Module):
                              f"key_dim={key_dim}")
         self.features, self.k, self.chunk_len, self.key_dim = features, k, chunk_len, key_dim
         self.window = window_chunks * chunk_len
-        self.slot_size = features + 2 + 3 * key_dim
-        self.state_size = (self.window + 1) * self.slot_size
+        self.slot_size = 2 + 3 * key_dim
+        self.state_size = self.window * self.slot_size + 1 + (chunk_len - 1) * features
         self.out_size = out_size or features
-        self.chunk_query = nn.Linear(features, key_dim)
-        self.chunk_key = nn.Linear(features, key_dim)
-        self.state_query = nn.Linear(features, key_dim)
-        self.state_key = nn.Linear(features, key_dim)
-        self.state_value = nn.Linear(features, key_dim)
+        # the four projections of a step's features, one layer: chunk query, state query,
+        # state key, state value (d outputs each)
+        self.project = nn.Linear(features, 4 * key_dim)
+        self.chunk_key = nn.Linear(features, key_dim)  # of a chunk's mean features
         self.out = nn.Linear(features + key_dim, self.out_size)
-        # index helpers of the actor's step, made once (not saved with the weights)
-        self.register_buffer("_slot_ids", torch.arange(self.window), persistent=False)
-        self.register_buffer("_chunk_offsets", torch.arange(1 - chunk_len, 1), persistent=False)
+        # index helpers of the actor's step (NumPy, made once, not saved with the weights)
+        self._lattice = chunk_len * np.arange(window_chunks)  # (M,) ages of chunk ends
+        self._offsets = np.arange(1 - chunk_len, 1)  # (L,) a chunk's slots from its end
 
     def _split(self, slots: Tensor) -> list[Tensor]:
-        """Slots ``(..., P)`` -> features ``F``, episode step, valid, chunk key ``d`` (set where
-        a chunk ends), state key ``d``, state value ``d`` (views)."""
-        f, d = self.features, self.key_dim
-        return [slots[..., :f], slots[..., f], slots[..., f + 1] > 0.5,
-                slots[..., f + 2:f + 2 + d], slots[..., f + 2 + d:f + 2 + 2 * d],
-                slots[..., f + 2 + 2 * d:]]
+        """Slots ``(..., P)`` -> episode step, valid, chunk key ``d`` (set where a chunk ends),
+        state key ``d``, state value ``d`` (views)."""
+        d = self.key_dim
+        return [slots[..., 0], slots[..., 1] > 0.5, slots[..., 2:2 + d],
+                slots[..., 2 + d:2 + 2 * d], slots[..., 2 + 2 * d:]]
 
-    def _ring(self, state: Tensor) -> tuple[Tensor, Tensor]:
-        """Flat state ``(B, state_size)`` -> ring ``(B, W, P)`` (a view) and head ``(B,)``."""
-        slots = state.view(len(state), self.window + 1, self.slot_size)
-        return slots[:, :-1], slots[:, -1, 0].long()
-
-    def _slots(self, state: Tensor) -> list[Tensor]:
-        """The window in time order, oldest first: per-slot parts, each ``(W, B, ...)``."""
-        ring, head = self._ring(state)
-        order = (head[:, None] + 1 + torch.arange(self.window, device=state.device)) % self.window
-        slots = ring.gather(1, order[..., None].expand(-1, -1, self.slot_size))  # (B, W, P)
-        return self._split(slots.transpose(0, 1))
+    def _parts(self, state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Flat state ``(B, state_size)`` -> ring ``(B, W, P)``, head ``(B,)`` and the L - 1
+        newest features ``(L - 1, B, F)``, oldest first (views but the head)."""
+        batch, ring_size = len(state), self.window * self.slot_size
+        ring = state[:, :ring_size].view(batch, self.window, self.slot_size)
+        recent = state[:, ring_size + 1:].view(batch, self.chunk_len - 1, self.features)
+        return ring, state[:, ring_size].long(), recent.transpose(0, 1)
 
     def _chunks(self, per_step: Tensor) -> Tensor:
         """``(S, B, C)`` -> ``(S, B, L, C)``: the L steps ending at each position."""
@@ -129,34 +125,39 @@ class RetrievalCore(nn.Module):
         Returns:
             ``(T, B, H)`` outputs and the window after step T-1 ``(B, state_size)``.
         """
-        if x.shape[0] == 1:
+        if (x.shape[0] == 1 and not torch.is_grad_enabled() and x.device.type == "cpu"
+                and x.dtype == state.dtype == torch.float32):  # an actor's step
             return self._step(x[0], state, episode_start[0])
         steps, batch, _ = x.shape
         window, length = self.window, self.chunk_len
-        p_feat, p_step, p_valid, p_ckey, p_skey, p_sval = self._slots(state)
+        ring, head, p_recent = self._parts(state)
+        order = (head[:, None] + 1 + torch.arange(window, device=x.device)) % window  # (B, W)
+        ordered = ring.gather(1, order[..., None].expand(-1, -1, self.slot_size))  # (B, W, P)
+        # the window in time order, oldest first: each (W, B, ...)
+        p_step, p_valid, p_ckey, p_skey, p_sval = self._split(ordered.transpose(0, 1))
         start = episode_start.bool()
         n_step = []  # each (B,): steps since the episode began
         prev = p_step[-1]
         for t in range(steps):
             prev = torch.where(start[t], torch.zeros_like(prev), prev + 1)
             n_step.append(prev)
-        feat = torch.cat([p_feat.to(x.dtype), x])  # (S, B, F)
         step = torch.cat([p_step, torch.stack(n_step)])  # (S, B)
         valid = torch.cat([p_valid, torch.ones_like(start)])  # (S, B)
-        seq = feat.shape[0]
+        seq = step.shape[0]
         episode = ((step == 0) & valid).long().cumsum(0)  # (S, B) episode index
         first_valid = torch.cat([valid.new_zeros((length - 1, batch)), valid])[:seq]
         ends = valid & first_valid & (step >= length - 1) & ((step + 1) % length == 0)
 
         # projections of the new steps only; the window's were stored when they entered it
-        recent = feat[-(steps + length - 1):]  # (T+L-1, B, F); W >= L
+        recent = torch.cat([p_recent.to(x.dtype), x])  # (L-1+T, B, F)
         chunk_mean = recent.unfold(0, length, 1).mean(-1)  # (T, B, F) chunk ending at t
+        query, state_query, state_key, state_value = self.project(x).split(
+            self.key_dim, dim=-1)  # each (T, B, d)
         keys = torch.cat([p_ckey, self.chunk_key(chunk_mean)])  # (S, B, d)
-        state_keys = torch.cat([p_skey, self.state_key(x)])  # (S, B, d)
-        state_values = torch.cat([p_sval, self.state_value(x)])  # (S, B, d)
+        state_keys = torch.cat([p_skey, state_key])  # (S, B, d)
+        state_values = torch.cat([p_sval, state_value])  # (S, B, d)
 
         # chunk-level scores of every query step against every chunk end: (T, B, S)
-        query = self.chunk_query(x)  # (T, B, d)
         scores = torch.einsum("tbd,sbd->tbs", query, keys) / math.sqrt(self.key_dim)
         pos = torch.arange(seq, device=x.device)
         at = window + torch.arange(steps, device=x.device)  # (T,) query positions
@@ -173,31 +174,32 @@ class RetrievalCore(nn.Module):
         pick = index.permute(1, 0, 2)  # (B, T, k')
         picked_keys = self._chunks(state_keys).transpose(0, 1)[rows, pick]  # (B, T, k', L, d)
         picked_values = self._chunks(state_values).transpose(0, 1)[rows, pick]
-        state_query = self.state_query(x).transpose(0, 1)  # (B, T, d)
-        logits = torch.einsum("btd,btjld->btjl", state_query, picked_keys)
+        logits = torch.einsum("btd,btjld->btjl", state_query.transpose(0, 1), picked_keys)
         attend = torch.softmax(logits / math.sqrt(self.key_dim), dim=-1)  # (B, T, k', L)
         per_chunk = torch.einsum("btjl,btjld->btjd", attend, picked_values)  # (B, T, k', d)
         retrieved = torch.einsum("tbj,btjd->tbd", chunk_weight, per_chunk)  # (T, B, d)
         out = torch.relu(self.out(torch.cat([x, retrieved], dim=-1)))  # (T, B, H)
 
         keep = slice(seq - window, seq)
-        new = torch.cat([feat[keep], step[keep, :, None], valid[keep, :, None].to(feat.dtype),
-                         keys[keep], state_keys[keep], state_values[keep]], dim=-1)
+        new = torch.cat([step[keep, :, None], valid[keep, :, None].to(keys.dtype), keys[keep],
+                         state_keys[keep], state_values[keep]], dim=-1)  # (W, B, P)
         # back into the ring as T single steps would leave it: newest at head + T
-        head = (self._ring(state)[1] + steps) % window  # (B,)
+        head = (head + steps) % window  # (B,)
         order = (torch.arange(window, device=x.device) - head[:, None] - 1) % window  # (B, W)
         ring = new.detach().transpose(0, 1).gather(1, order[..., None].expand(
             -1, -1, self.slot_size))  # (B, W, P)
-        header = ring.new_zeros(batch, 1, self.slot_size)
-        header[:, 0, 0] = head.to(ring.dtype)
-        return out, torch.cat([ring, header], dim=1).reshape(batch, self.state_size)
+        return out, torch.cat([ring.reshape(batch, -1), head[:, None].to(ring.dtype),
+                               recent[steps:].detach().transpose(0, 1).reshape(batch, -1)], 1)
 
     def _step(self, x: Tensor, state: Tensor, start: Tensor) -> tuple[Tensor, Tensor]:
         """One step (the actor's), on the ring as it lies; equals ``forward`` with T = 1.
 
-        Written for few torch ops per step (the actor's cost is their count, not their size):
-        the four projections of ``x`` are one matrix product, the picked chunks' slots one
-        gather, products are ``bmm``.
+        For inference only (no autograd, float32, on the CPU; ``forward`` runs any other step
+        as a sequence of one). An actor's cost here is the count of small ops, not their size,
+        and a small NumPy op costs a fraction of a torch op, so the whole step is NumPy on
+        views of the same memory (the state, the weights). In an episode at step n, the slot
+        of age a (1 = the previous step) holds step n - a, so chunk ends lie at ages
+        ``n % L + 1 + jL``: only those M candidates are scored, not all W slots.
 
         Args:
             x: ``(B, F)`` features.
@@ -205,50 +207,77 @@ class RetrievalCore(nn.Module):
             start: ``(B,)`` bool, this step begins an episode.
 
         Returns:
-            ``(1, B, H)`` output and the new state (a copy with one slot and the head written).
+            ``(1, B, H)`` output and the new state (a copy with one slot, the head and the
+            newest features written).
         """
         batch, d, f = x.shape[0], self.key_dim, self.features
         window, length, size = self.window, self.chunk_len, self.slot_size
-        ring, head = self._ring(state)  # (B, W, P), (B,)
-        grid = state.view(batch * (window + 1), size)  # every env's slots, by row
-        first = torch.arange(batch, device=x.device)[:, None] * (window + 1)  # (B, 1) row 0
-        _, step, valid, ckey, _, _ = self._split(ring)  # each (B, W, ...)
-        # the four projections of x in one product: chunk query, state query, key, value
-        weight = torch.cat([self.chunk_query.weight, self.state_query.weight,
-                            self.state_key.weight, self.state_value.weight])  # (4d, F)
-        bias = torch.cat([self.chunk_query.bias, self.state_query.bias, self.state_key.bias,
-                          self.state_value.bias])
-        proj = torch.addmm(bias, x, weight.T)  # (B, 4d)
-        n = torch.where(start.bool(), 0, step.gather(1, head[:, None])[:, 0].long() + 1)  # (B,)
-        age = (head[:, None] - self._slot_ids) % window + 1  # (B, W): 1 = the previous step
-        # a usable chunk ends in a slot of this episode (age <= n) whose chunk lies in the
-        # window (age <= W - L + 1) at a chunk boundary of its episode
-        limit = torch.clamp(n, max=window - length + 1)[:, None]  # (B, 1)
-        usable = valid & (age <= limit) & ((step.long() + 1) % length == 0) & (step >= length - 1)
-        scores = torch.bmm(ckey, proj[:, :d, None])[..., 0] / math.sqrt(d)  # (B, W)
-        top, index = scores.masked_fill(~usable, float("-inf")).topk(min(self.k, window))
-        found = torch.isfinite(top)  # (B, k')
-        chunk_weight = torch.softmax(top, dim=-1).nan_to_num(0.0) * found  # (B, k')
-        members = (index[..., None] + self._chunk_offsets) % window  # (B, k', L), oldest first
-        k_ = members.shape[1]
-        picked = grid.index_select(0, (first + members.view(batch, -1)).view(-1))
-        picked = picked.view(batch, k_ * length, size)  # (B, k'L, P)
-        logits = torch.bmm(picked[..., f + 2 + d:f + 2 + 2 * d], proj[:, d:2 * d, None])
-        attend = torch.softmax(logits.view(batch, k_, length) / math.sqrt(d), dim=-1)
-        # (B, 1, k'L) @ (B, k'L, d): chunk weight x state weight, summed over chunks and states
-        weights = (chunk_weight[..., None] * attend).view(batch, 1, k_ * length)
-        retrieved = torch.bmm(weights, picked[..., f + 2 + 2 * d:])[:, 0]  # (B, d)
-        out = torch.relu(self.out(torch.cat([x, retrieved], dim=-1)))  # (B, H)
+        chunks = window // length  # M
+        picks = min(self.k, chunks)  # k'
+        ring_size = window * size
+        flat = state.numpy()  # (B, state_size)
+        ring = flat[:, :ring_size].reshape(batch, window, size)  # (B, W, P), a view
+        envs = np.arange(batch)
+        head = flat[:, ring_size].astype(np.intp)  # (B,)
+        n = (ring[envs, head, 0].astype(np.intp) + 1) * ~np.asarray(start.numpy(), bool)  # (B,)
+        # candidates: the chunk ends of this episode's lattice; usable where the chunk's last
+        # step is >= L - 1 (the chunk is whole) and its first is still in the window
+        age = (n % length + 1)[:, None] + self._lattice  # (B, M)
+        end = (head[:, None] + 1 - age) % window  # (B, M) their slots
+        cand = ring[envs[:, None], end, 1:2 + d]  # (B, M, 1 + d): valid, chunk key
+        usable = ((age <= np.minimum(n - length + 1, window - length + 1)[:, None])
+                  & (cand[..., 0] > 0.5))  # (B, M)
 
-        # the new slot goes over the oldest; its chunk is the L - 1 newest slots and x
-        new_head = (head + 1) % window
-        recent = (new_head[:, None] + self._chunk_offsets[:-1]) % window  # (B, L-1)
-        recent = grid.index_select(0, (first + recent).view(-1))[:, :f]  # (B(L-1), F)
-        chunk = torch.cat([recent.view(batch, length - 1, f).to(x.dtype), x[:, None]], dim=1)
-        slot = torch.cat([x, n[:, None].to(x.dtype), torch.ones_like(x[:, :1]),
-                          self.chunk_key(chunk.mean(1)), proj[:, 2 * d:]], dim=-1)  # (B, P)
-        new = state.clone()
-        new_grid = new.view(batch * (window + 1), size)
-        new_grid[first[:, 0] + new_head] = slot.detach()
-        new_grid[first[:, 0] + window, 0] = new_head.to(new.dtype)
-        return out[None], new
+        # chunk query, state query (both scaled by 1 / sqrt(d)), state key, state value
+        x_np = x.numpy()
+        proj = (self.project.weight.detach().numpy() @ x_np.T).T  # (B, 4d), a transposed view
+        proj += self.project.bias.detach().numpy()
+        proj[:, :2 * d] *= np.float32(1.0 / math.sqrt(d))
+        scores = np.where(usable, (cand[..., 1:] @ proj[:, :d, None])[..., 0], -np.inf)
+        if picks < chunks:  # the top k' (in any order: the softmax does not care)
+            pick = np.argpartition(scores, chunks - picks, axis=1)[:, chunks - picks:]
+            scores, end = scores[envs[:, None], pick], end[envs[:, None], pick]  # (B, k')
+        # chunk weights: softmax over the usable picks; the others get 0 (all 0 if none)
+        best = scores.max(1, keepdims=True)  # (B, 1)
+        chunk_weight = np.exp(scores - np.where(usable.any(1, keepdims=True), best, 0))
+        members = (end[..., None] + self._offsets) % window  # (B, k', L), oldest first
+        picked = ring[envs[:, None, None], members, 2 + d:].reshape(
+            batch, picks * length, 2 * d)  # (B, k'L, 2d): state keys, values
+        logits = (picked[..., :d] @ proj[:, d:2 * d, None]).reshape(batch, picks, length)
+        attend = np.exp(logits - logits.max(-1, keepdims=True))  # (B, k', L)
+        # chunk weight x state weight, normalised at both levels
+        attend *= (chunk_weight / (attend.sum(-1) * np.maximum(
+            chunk_weight.sum(1, keepdims=True), 1)))[..., None]
+        # (B, 1, k'L) @ (B, k'L, d)
+        retrieved = (attend.reshape(batch, 1, -1) @ picked[..., d:])[:, 0]  # (B, d)
+        out = np.concatenate([x_np, retrieved], 1) @ self.out.weight.detach().numpy().T
+        out += self.out.bias.detach().numpy()
+        np.maximum(out, 0, out=out)  # (B, H)
+
+        # the new slot goes over the oldest; its chunk is the L - 1 newest steps and x
+        recent = flat[:, ring_size + 1:].reshape(batch, length - 1, f)  # (B, L-1, F)
+        chunk_key = (self.chunk_key.weight.detach().numpy() @ (recent.sum(1) + x_np).T).T
+        chunk_key *= np.float32(1 / length)
+        chunk_key += self.chunk_key.bias.detach().numpy()
+        new_head = (head + 1) % window  # (B,)
+        slot = np.empty((batch, size), np.float32)  # (B, P)
+        slot[:, 0] = n
+        slot[:, 1] = 1.0
+        slot[:, 2:2 + d] = chunk_key
+        slot[:, 2 + d:] = proj[:, 2 * d:]
+        new = flat.copy()
+        new[:, :ring_size].reshape(batch, window, size)[envs, new_head] = slot
+        new[:, ring_size] = new_head
+        if length > 1:  # the newest features shift by one: x in, the oldest out
+            new[:, ring_size + 1:-f] = flat[:, ring_size + 1 + f:]
+            new[:, -f:] = x_np
+        return torch.from_numpy(out)[None], torch.from_numpy(new)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:
+        """Loads weights saved before the four projections became one layer (``project``)."""
+        old = ["chunk_query", "state_query", "state_key", "state_value"]
+        if f"{prefix}chunk_query.weight" in state_dict:
+            for part in ("weight", "bias"):
+                state_dict[f"{prefix}project.{part}"] = torch.cat(
+                    [state_dict.pop(f"{prefix}{name}.{part}") for name in old])
+        super()._load_from_state_dict(state_dict, prefix, *args)

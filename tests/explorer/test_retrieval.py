@@ -69,9 +69,10 @@ def test_retrieval_finds_the_matching_chunk() -> None:
     episode start empties the memory."""
     net = RetrievalCore(2, k=1, chunk_len=2, window_chunks=4, key_dim=2)
     with torch.no_grad():
-        for layer in (net.chunk_query, net.chunk_key, net.state_query, net.state_key,
-                      net.state_value):
-            layer.weight.copy_(10 * torch.eye(2))
+        # all four projections of x (and the chunk key) are 10 x identity
+        net.project.weight.copy_(10 * torch.eye(2).repeat(4, 1))
+        net.chunk_key.weight.copy_(10 * torch.eye(2))
+        for layer in (net.project, net.chunk_key):
             layer.bias.zero_()
     a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
     x = torch.stack([a, a, b, b, b, b]).unsqueeze(1)  # (6, 1, 2): chunks [a a], [b b], ...
@@ -110,7 +111,8 @@ def test_step_by_step_equals_one_sequence(k: int) -> None:
     torch.testing.assert_close(torch.cat([first, second]), logits, atol=1e-5, rtol=0)
     torch.testing.assert_close(state, final)
     torch.testing.assert_close(end, final)
-    assert model.core_size == model.core.state_size == (12 + 1) * (16 + 2 + 3 * 8)  # + header
+    # the ring (W = 12 slots of step, valid, 3 x d), the head, L - 1 = 2 features of F = 16
+    assert model.core_size == model.core.state_size == 12 * (2 + 3 * 8) + 1 + 2 * 16
 
 
 def test_gradients_reach_every_parameter() -> None:
@@ -129,3 +131,32 @@ def test_bad_configs_are_clear_errors() -> None:
         ActorCritic(SPEC, 4, Cfg(core="gru"))
     with pytest.raises(ValueError, match="retrieval sizes must be >= 1"):
         RetrievalCore(4, k=0, chunk_len=2, window_chunks=2)
+
+
+def test_actor_step_equals_a_sequence_of_one() -> None:
+    """A step without autograd (the actor's NumPy path) equals the same step with autograd on
+    (the sequence path, T = 1), mid-episode with a full window and at an episode start."""
+    net = core(k=2)
+    steps = 2 * net.window + 1
+    x = torch.randn(steps, 3, F)
+    with torch.no_grad():
+        _, state = net(x[:-1], torch.zeros(3, net.state_size), starts(steps - 1, 3, (20, 1)))
+        start = torch.tensor([[False, True, False]])
+        fast, fast_state = net(x[-1:], state, start)
+    slow, slow_state = net(x[-1:], state, start)
+    torch.testing.assert_close(fast, slow.detach(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(fast_state, slow_state, atol=1e-5, rtol=0)
+
+
+def test_loads_weights_saved_with_four_projection_layers() -> None:
+    """Checkpoints from before ``project`` (one Linear per projection) still load."""
+    net = core()
+    saved = {k: v for k, v in net.state_dict().items() if not k.startswith("project.")}
+    for i, name in enumerate(["chunk_query", "state_query", "state_key", "state_value"]):
+        rows = slice(8 * i, 8 * (i + 1))
+        saved[f"{name}.weight"] = net.project.weight.detach()[rows].clone()
+        saved[f"{name}.bias"] = net.project.bias.detach()[rows].clone()
+    other = core(seed=1)
+    other.load_state_dict(saved)
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(other.state_dict()[key], value)
