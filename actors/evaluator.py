@@ -17,6 +17,7 @@ import zmq
 
 from actors.evaluator_entry import EvaluatorArgs
 from actors.hardmaze import TopDownRenderer, make_search_env
+from explorer.core.curve import SocketSecurity
 from explorer.core.wire import DropCounter, Message, WireError, decode, encode
 from explorer.novelty.controller import MLPController
 from explorer.novelty.protocol import KIND_EVAL_RESULT, task_schema
@@ -91,6 +92,7 @@ def evaluator_main(args: EvaluatorArgs) -> None:
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.IDENTITY, f"{args.worker_id}.{args.incarnation}".encode())
+    SocketSecurity(ctx, args.curve).connect(sock)  # a client's side starts no thread
     sock.connect(args.address)
     seq = 0
     sock.send_multipart(encode(_result_message(args, seq, np.zeros(0, np.int64), [])))

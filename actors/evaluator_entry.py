@@ -27,6 +27,9 @@ class EvaluatorArgs:
     #: The launcher's heartbeats: ``heartbeats[worker_id] = time.monotonic()``, read by the
     #: pool's watchdog.
     heartbeats: Any = None
+    #: The search's CURVE public keys (``explorer.core.curve.CurveKeys``): the worker reads
+    #: its client secret from their directory and pins the driver's key; None on loopback.
+    curve: Any = None
 
 
 def evaluator_process(args: EvaluatorArgs) -> None:

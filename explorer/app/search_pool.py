@@ -9,8 +9,10 @@ nothing is lost. Messages are validated wire frames; a malformed one is dropped 
 Workers are started, watched and killed through the run's launcher
 (``explorer.app.launchers``, picked by the config's ``launcher`` section): child processes, or
 Ray actors with ``launcher=ray``. Its stop event and heartbeats are the workers' control
-channel; genomes and results always go over ZeroMQ. Under Ray the driver binds on loopback
-(search has no CURVE keys yet), so the cluster must be a single node: this machine.
+channel; genomes and results always go over ZeroMQ. The driver binds ``workers.host``: on
+loopback the Ray cluster must be a single node (this machine); with an address other machines
+reach (``0.0.0.0``), workers may run on any node, and the socket is a CURVE server
+(``workers.curve_keys``) that hands genomes to authorised workers only.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ import zmq
 
 from actors.evaluator_entry import EvaluatorArgs, evaluator_process
 from explorer.app.launchers import Launcher, LocalLauncher
+from explorer.core.addresses import is_loopback_host
 from explorer.core.config import ConfigError
+from explorer.core.curve import CurveKeys, SocketSecurity
 from explorer.core.sockets import bind
 from explorer.core.wire import DropCounter, Message, WireError, decode, encode
 from explorer.novelty.config import SearchConfig
@@ -49,6 +53,26 @@ def make_search_launcher(cfg: SearchConfig) -> Launcher:
 
         return RayLauncher(cfg.launcher, cfg.workers.num_procs)
     return LocalLauncher(cfg.workers.num_procs)
+
+
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "*"})
+
+
+def _load_curve_keys(keys_dir: str | None) -> CurveKeys | None:
+    if keys_dir is None:
+        return None
+    from explorer.core.curve import load_curve_keys
+
+    return load_curve_keys(keys_dir)
+
+
+def _node_address(launcher: Launcher) -> str:
+    """This machine's address as the other nodes of the launcher's cluster see it."""
+    if launcher.kind == "ray":
+        import ray
+
+        return ray.util.get_node_ip_address()
+    return "127.0.0.1"  # one machine: the wildcard bind listens on loopback too
 
 
 class WorkersFailed(RuntimeError):
@@ -90,7 +114,8 @@ class EvaluationPool:
             default: the one ``cfg.launcher`` names, closed by :meth:`close`.
 
     Raises:
-        ConfigError: ``launcher=ray`` on a cluster of more than one node.
+        ConfigError: ``launcher=ray`` on a cluster of more than one node while the driver
+            binds loopback.
     """
 
     def __init__(self, cfg: SearchConfig, genome_size: int, frames: bool,
@@ -105,12 +130,12 @@ class EvaluationPool:
         self._owns_launcher = launcher is None
         self.launcher = launcher or make_search_launcher(cfg)
         nodes = getattr(self.launcher, "nodes", 1)
-        if nodes > 1:
+        if nodes > 1 and is_loopback_host(cfg.workers.host):
             if self._owns_launcher:
                 self.launcher.close()
-            raise ConfigError(f"launcher: explorer search needs a single-node Ray cluster (the "
-                              f"driver binds on 127.0.0.1, no CURVE for search); this one has "
-                              f"{nodes} nodes")
+            raise ConfigError(f"workers.host: {cfg.workers.host} is loopback but the Ray "
+                              f"cluster has {nodes} nodes: workers on other nodes cannot reach "
+                              "the driver (set workers.host=0.0.0.0 and workers.curve_keys)")
         self.stop_event = self.launcher.stop_event
         self.heartbeats = self.launcher.heartbeats
         n = cfg.workers.num_procs
@@ -120,14 +145,20 @@ class EvaluationPool:
         self.restarts = 0
         self._schema = result_schema(cfg.env.frame_size)
         self._zmq = zmq.Context()
+        self.curve = _load_curve_keys(cfg.workers.curve_keys)
+        self.security = SocketSecurity(self._zmq, self.curve)
         self._sock = self._zmq.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        self.security.serve(self._sock)
         self._ipc_dir: str | None = None
         if cfg.workers.transport == "ipc":
             self._ipc_dir = tempfile.mkdtemp(prefix="explorer-search-")
             self.address = bind(self._sock, f"ipc://{self._ipc_dir}/eval")
         else:
-            self.address = bind(self._sock, "tcp://127.0.0.1:0")
+            bound = bind(self._sock, f"tcp://{cfg.workers.host}:0")
+            #: what workers connect to: a wildcard bind names this (the driver's) node
+            self.address = bound.replace(cfg.workers.host, _node_address(self.launcher), 1) \
+                if cfg.workers.host in _WILDCARD_HOSTS else bound
 
     # -- processes ----------------------------------------------------------------------
     def start(self) -> None:
@@ -143,7 +174,7 @@ class EvaluationPool:
             env_id=c.env.id, max_episode_steps=c.env.max_episode_steps,
             hidden_sizes=(c.controller.hidden_size,) * c.controller.hidden_layers,
             frame_size=c.env.frame_size, frames=self.frames, stop_event=self.stop_event,
-            heartbeats=self.heartbeats)
+            heartbeats=self.heartbeats, curve=self.curve)
         slot.process = self.launcher.start(f"evaluator-{slot.worker_id}", evaluator_process,
                                            args, role="actor")
         slot.incarnation += 1
@@ -271,6 +302,7 @@ class EvaluationPool:
         if self._owns_launcher:
             self.launcher.close()
         self._sock.close(0)
+        self.security.close()
         self._zmq.term()
         if self._ipc_dir:
             shutil.rmtree(self._ipc_dir, ignore_errors=True)

@@ -30,7 +30,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 __all__ = ["AUTHORIZED_DIR", "CurveKeyError", "CurveKeys", "SocketSecurity", "curve_available",
-           "curve_key_problems", "generate_keys", "load_curve_keys"]
+           "curve_key_problems", "generate_keys", "keys_dir_problems", "load_curve_keys"]
 
 SERVER = "server"
 CLIENT = "client"
@@ -137,14 +137,18 @@ def curve_key_problems(cfg: Any) -> list[str]:
     """Run check: ``wire.curve_keys`` holds every key a run on this machine needs (the
     public keys and both secrets). One line naming the key, or nothing."""
     keys_dir = cfg.wire.curve_keys
-    if keys_dir is None:
-        return []
+    return [] if keys_dir is None else keys_dir_problems(keys_dir, "wire.curve_keys")
+
+
+def keys_dir_problems(keys_dir: str, key: str) -> list[str]:
+    """Config check of one key directory (config key ``key``): the public keys and both
+    secrets are there and readable. One line naming the key, or nothing."""
     try:
         load_curve_keys(keys_dir)
         _key_pair(keys_dir, SERVER)
         _key_pair(keys_dir, CLIENT)
     except CurveKeyError as err:
-        return [f"wire.curve_keys: {err}"]
+        return [f"{key}: {err}"]
     return []
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from explorer.core.addresses import is_loopback_host
 from explorer.core.config import LauncherConfig
 from explorer.core.config import _check_launcher as _launcher_problems
 from explorer.core.config import config_field as _field
@@ -122,8 +123,15 @@ class WorkersConfig:
     num_procs: int = _field(2, ge=1)
     #: Genomes per task sent to one worker; 0 splits each batch evenly over twice the workers.
     task_size: int = _field(0, ge=0, le=4096)
-    #: ZeroMQ transport between driver and workers (``launcher=ray``: tcp on loopback).
+    #: ZeroMQ transport between driver and workers (``launcher=ray``: always tcp).
     transport: str = _field("ipc", choices=("ipc", "tcp"))
+    #: Where the driver binds for workers over tcp: loopback (one machine) or an address other
+    #: machines reach (``0.0.0.0``, a LAN address: a Ray cluster of many nodes), which needs
+    #: ``curve_keys``. A wildcard is handed to workers as the driver's node address.
+    host: str = _field("127.0.0.1", nonempty=True)
+    #: The search's ZeroMQ CURVE keys (``explorer keys gen DIR``): the driver serves with the
+    #: server pair, workers connect with the client pair; unauthorised peers get no genomes.
+    curve_keys: str | None = _field(None, nonempty=True)
     #: Seconds before restarting a crashed worker (doubles per restart of that worker).
     restart_backoff_s: float = _field(0.5, ge=0)
     #: Restarts of one worker before the search gives up.
@@ -158,7 +166,8 @@ class SearchConfig:
     stax: StaxConfig = field(default_factory=StaxConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     #: How evaluation workers are started: the run's ``launcher`` section (``launcher=ray``:
-    #: Ray actors with ``launcher.resources.actor_cpus`` each, on a single-node cluster).
+    #: Ray actors with ``launcher.resources.actor_cpus`` each; beyond one node the driver must
+    #: bind an address the others reach: ``workers.host`` and ``workers.curve_keys``).
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
 
 
@@ -171,4 +180,24 @@ def search_config_problems(cfg: SearchConfig) -> list[str]:
         problems.append("stax.enabled: needs algorithm ns or serene (random search ignores "
                         "descriptors)")
     problems += _launcher_problems(cfg)  # the run's launcher checks (they read cfg.launcher)
+    problems += _worker_bind_problems(cfg.workers, cfg.launcher.kind)
+    return problems
+
+
+def _worker_bind_problems(workers: WorkersConfig, launcher: str) -> list[str]:
+    """A driver socket other machines can reach needs CURVE keys, and tcp."""
+    if is_loopback_host(workers.host):
+        return []
+    problems = []
+    if workers.transport != "tcp" and launcher != "ray":  # Ray always uses tcp
+        problems.append(f"workers.host: {workers.host} needs workers.transport=tcp (ipc "
+                        "sockets are files on one machine)")
+    if workers.curve_keys is None:
+        problems.append(f"workers.host: binding {workers.host} (reachable from other machines) "
+                        "needs CURVE keys: run `explorer keys gen DIR` and set "
+                        "workers.curve_keys=DIR")
+    else:
+        from explorer.core.curve import keys_dir_problems  # pyzmq's auth: only when set
+
+        problems += keys_dir_problems(workers.curve_keys, "workers.curve_keys")
     return problems

@@ -55,20 +55,6 @@ def test_search_launcher_errors_name_the_key(overrides: list[str], problem: str)
     assert any(problem in line for line in err.value.problems), err.value.problems
 
 
-def test_search_on_a_multi_node_ray_cluster_is_one_line_error() -> None:
-    # a stand-in: this machine cannot make a second Ray node; the pool reads ``nodes`` only
-    class TwoNodeLauncher:
-        kind, nodes = "ray", 2
-
-    cfg = _search_config(["launcher=ray"])
-    with pytest.raises(ConfigError) as err:
-        EvaluationPool(cfg, 68, frames=False, on_event=lambda _: None,
-                       launcher=TwoNodeLauncher())
-    assert err.value.problems == [
-        "launcher: explorer search needs a single-node Ray cluster (the driver binds on "
-        "127.0.0.1, no CURVE for search); this one has 2 nodes"]
-
-
 # -- a real Ray instance ----------------------------------------------------------------------
 def _session_processes(session_dir: str) -> list[int]:
     """Pids of processes whose command line names ``session_dir`` (this instance's)."""
