@@ -137,3 +137,45 @@ def test_actors_in_another_namespace_train_over_veth_with_curve(two_node_cluster
     received = result.last_status["received_bytes"]
     assert received > 1_000_000  # the actor's rollouts reached the learner ...
     assert _rx_bytes(host_if) - rx_before >= received  # ... through the veth pair
+
+
+@pytest.mark.timeout(300)
+def test_search_workers_in_another_namespace_evaluate_over_veth_with_curve(
+        two_node_cluster, tmp_path: Path) -> None:
+    """``explorer search`` on two nodes: the driver binds 0.0.0.0 with CURVE, its one
+    evaluation worker runs in the namespace and gets its genomes over the veth pair."""
+    import numpy as np
+
+    from actors.evaluator import run_episode
+    from actors.hardmaze import make_search_env
+    from explorer.app.search_pool import EvaluationPool
+    from explorer.core.curve import generate_keys
+    from explorer.novelty.config import SearchConfig, search_config_problems
+    from explorer.novelty.controller import MLPController
+
+    _, host_ip, ns_ip, host_if = two_node_cluster
+    keys = tmp_path / "keys"
+    generate_keys(keys)
+    cfg = load_config(ROOT / "configs" / "hardmaze_ns.yaml", [
+        "env.max_episode_steps=100", "workers.num_procs=1", "workers.host=0.0.0.0",
+        f"workers.curve_keys={keys}", "launcher=ray",
+        "launcher.resources.actor_custom.netns_actor=1"],
+        checks=(search_config_problems,), schema=SearchConfig)
+    hidden = (cfg.controller.hidden_size,) * cfg.controller.hidden_layers
+    controller = MLPController(9, 3, hidden)
+    genomes = np.random.default_rng(1).uniform(-5, 5, (8, controller.genome_size))
+    events: list[str] = []
+    rx_before = _rx_bytes(host_if)
+    pool = EvaluationPool(cfg, controller.genome_size, frames=False, on_event=events.append)
+    try:
+        assert pool.address.startswith(f"tcp://{host_ip}:"), pool.address
+        pool.start()
+        batch = pool.evaluate(genomes)
+    finally:
+        pool.close()
+    assert any("started 1 evaluation workers" in e and f"on {ns_ip}" in e for e in events), \
+        events
+    assert _rx_bytes(host_if) - rx_before > 0  # the worker's results came over the link
+    env = make_search_env(cfg.env.id, cfg.env.max_episode_steps)
+    np.testing.assert_array_equal(batch.fitness,
+                                  [run_episode(env, controller, g).fitness for g in genomes])
