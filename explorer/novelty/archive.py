@@ -46,7 +46,7 @@ def _check_batch(name: str, array: np.ndarray, n: int, width: int | None) -> Non
     shape = (n,) if width is None else (n, width)
     if array.shape != shape:
         raise ValueError(f"{name} must have shape {shape}; got {array.shape}")
-    if not np.all(np.isfinite(array)):
+    if not np.isfinite(array).all():
         raise ValueError(f"{name} must be finite")
 
 
@@ -174,10 +174,10 @@ class NoveltyArchive:
         _check_batch("novelty", novelty, b, None)
         status = np.zeros(b, np.int64)
         if self.insertion == "random":
-            chosen = self._rng.choice(b, size=min(self.add_per_generation, b), replace=False)
+            chosen = np.sort(self._rng.choice(b, size=min(self.add_per_generation, b),
+                                              replace=False))
         else:
-            chosen = np.flatnonzero(novelty >= self.novelty_threshold)
-        chosen = np.sort(chosen)
+            chosen = np.flatnonzero(novelty >= self.novelty_threshold)  # sorted
         status[chosen] = AddStatus.NEW
         self.add_all(solutions[chosen], descriptors[chosen], fitness[chosen])
         self._added_novelty_sum += float(novelty[chosen].sum())

@@ -10,8 +10,9 @@ O(N log N) per generation. Here additions are O(1) amortised:
   Trees are built unbalanced and uncompacted (sliding-midpoint splits): 2x faster to build
   at 20k points, and as fast to query on descriptor data. Tails of at most 64 points are
   searched by one ``cdist``. Novelty (:meth:`IncrementalKNN.novelty_distances`) searches the
-  batch and the tail with one small tree, bounded by the largest k-th distance the big tree
-  found: no dense batch distance matrix.
+  batch and the tail with a grid of cells as wide as the largest k-th distance the big tree
+  found (3 x 3 cells a query, vectorised), or where that finds too many candidates with one
+  small tree bounded by that distance: no dense batch distance matrix.
 * ``faiss``: ``explorer.memory.EmbeddingMemory`` (an exact flat FAISS index), for wider
   descriptors (e.g. STAX latents) where trees lose to brute force.
 
@@ -32,6 +33,9 @@ KNN_BACKENDS = ("auto", "kdtree", "faiss")
 _AUTO_KDTREE_MAX_DIM = 8
 _MIN_TAIL = 256
 _BRUTE_TAIL = 64  # tails up to this size are searched by cdist, not a tree
+_GRID_MARGIN = 1e-6  # novelty's grid cells are this fraction wider than the largest r
+_GRID_MAX_CELLS = 200  # per axis: cell numbers stay below 2**16
+_GRID_MAX_CANDIDATES = 32  # per query, on average; beyond, a small tree is cheaper
 
 
 def _tree(points: np.ndarray) -> cKDTree:
@@ -91,6 +95,83 @@ def _merge(d1: np.ndarray, i1: np.ndarray, d2: np.ndarray, i2: np.ndarray, k: in
     order = np.argsort(d, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(d, order, axis=1), np.take_along_axis(i, order, axis=1)
 
+
+def _sqnorms(diff: np.ndarray) -> np.ndarray:
+    """``(D, M)`` coordinate differences -> ``(M,)`` squared norms, summed in cKDTree's order
+    (four running sums over blocks of four coordinates, added in turn, then the rest one by
+    one): their square roots equal the tree's distances bit for bit."""
+    sq = diff * diff  # (D, M)
+    dim = len(sq)
+    if dim >= 4:
+        acc = sq[0:4]
+        for b in range(4, dim - dim % 4, 4):
+            acc = acc + sq[b: b + 4]
+        total, rest = ((acc[0] + acc[1]) + acc[2]) + acc[3], dim - dim % 4
+    else:
+        total, rest = sq[0], 1
+    for c in range(rest, dim):
+        total = total + sq[c]
+    return total
+
+
+def _grid_near(queries: np.ndarray, near: np.ndarray, dist: np.ndarray) -> np.ndarray | None:
+    """Adds to each query's k nearest ``dist`` (``(Q, k)``, sorted, finite) the points of
+    ``near`` (``(N, D)``, whose first Q rows are the queries) nearer than its k-th, itself
+    left out: the lists a small tree over ``near`` would give, without building one.
+
+    A point can only enter a query's list if it lies within r (the k-th distance) of it on
+    every axis. ``near`` is binned on its first two axes (one if D = 1) into square cells at
+    least max r wide, a hair more so that rounding can only add candidates; a query's
+    candidates are then the 3 x 3 cells around its own: three runs of the points ordered by
+    cell (a radix sort of 16-bit cell numbers, runs by a cumulative count). Their exact
+    distances, computed as the tree computes them, decide. Returns None when the candidates
+    are too many (clustered points): the caller builds the tree instead.
+    """
+    q, k = dist.shape
+    r = dist[:, -1]  # (Q,) each query's k-th distance
+    bound = float(r.max())
+    if bound == 0.0:  # k exact twins everywhere: nothing is nearer
+        return dist
+    coords = near.T.copy()  # (D, N)
+    axes = coords[:2]  # the binned axes
+    low = [float(a.min()) for a in axes]
+    extent = max(float(a.max()) - lo for a, lo in zip(axes, low, strict=True))
+    if not np.isfinite(extent):
+        return None
+    side = max(bound * (1 + _GRID_MARGIN), extent / _GRID_MAX_CELLS)  # > every r
+    # cell numbers from 1 per axis, an empty cell before and after: neighbours always exist
+    cells = [((a - lo) / side).astype(np.int64) + 1  # truncation = floor: a - lo >= 0
+             for a, lo in zip(axes, low, strict=True)]
+    size = [int(c.max()) + 2 for c in cells]
+    cell = cells[0] * size[1] + cells[1] if len(cells) == 2 else cells[0]  # (N,)
+    order = np.argsort(cell.astype(np.uint16), kind="stable")  # radix sort
+    first = np.zeros(size[0] * size[-1] ** (len(size) - 1) + 1, np.int64)  # (cells + 1,)
+    np.cumsum(np.bincount(cell, minlength=len(first) - 1), out=first[1:])  # run starts
+    own = cell[:q]  # (Q,)
+    if len(cells) == 2:
+        low_cell = (own[:, None] + np.array([-size[1] - 1, -1, size[1] - 1])).ravel()  # (3Q,)
+        who_run = np.repeat(np.arange(q), 3)
+    else:
+        low_cell, who_run = own - 1, np.arange(q)
+    start = first[low_cell]
+    counts = first[low_cell + 3] - start  # three cells a run
+    total = int(counts.sum())
+    if total > _GRID_MAX_CANDIDATES * q:
+        return None
+    who = np.repeat(who_run, counts)  # (C,) query of each candidate
+    idx = order[np.arange(total) + np.repeat(start - (np.cumsum(counts) - counts), counts)]
+    d = np.sqrt(_sqnorms(coords.take(idx, axis=1) - coords.take(who, axis=1)))  # (C,)
+    enters = (d < r[who]) & (idx != who)  # nearer than the k-th, and not itself
+    if not enters.any():
+        return dist
+    who, d = who[enters], d[enters]  # grouped by query: runs are in query order
+    per_row = np.bincount(who, minlength=q)  # (Q,)
+    col = np.arange(len(who)) - (np.cumsum(per_row) - per_row)[who]
+    new = np.full((q, int(per_row.max())), np.inf)  # (Q, most entering one row)
+    new[who, col] = d
+    hit = np.flatnonzero(per_row)
+    dist[hit] = np.sort(np.concatenate([dist[hit], new[hit]], axis=1), axis=1)[:, :k]
+    return dist
 
 class IncrementalKNN:
     """Exact k-NN over points that are only ever appended (ids are insertion order).
@@ -185,10 +266,12 @@ class IncrementalKNN:
 
         ``kdtree``: the big tree's k nearest give each query a radius r (its k-th distance);
         only points nearer than r can change its list. The batch itself, ``others`` and the
-        tail are few, so one small tree over them, queried once with the largest r as bound
-        (k + 1 neighbours: each query finds itself first), replaces a dense (Q, Q + M) distance
-        matrix, a k-selection over it and a separate tail search. ``faiss``: the dense
-        matrix and the index's k nearest.
+        tail are few: a grid over them with cells as wide as the largest r gives each query
+        the candidates of its 3 x 3 cells (:func:`_grid_near`); where that finds too many,
+        one small tree over them, queried once with the largest r as bound (k + 1
+        neighbours: each query finds itself first). Both give the same floats: distances
+        are computed as cKDTree computes them. ``faiss``: a dense (Q, Q + M) distance matrix
+        and the index's k nearest.
 
         Args:
             queries: ``(Q, D)`` float64.
@@ -208,10 +291,15 @@ class IncrementalKNN:
             if both.shape[1] > k:
                 both = np.partition(both, k - 1, axis=1)[:, :k]
             return np.sort(both, axis=1)
-        dist = np.full((q, k), np.inf)
+        near = np.concatenate([queries, others, self._points[self._n_tree: self._n]])
         if self._tree is not None and self._n_tree:
             dist = self._tree.query(queries, k=k)[0].reshape(q, k)  # (Q, k), sorted
-        near = np.concatenate([queries, others, self._points[self._n_tree: self._n]])
+            if np.isfinite(dist[:, -1]).all():  # every query has a radius: a grid, no tree
+                gridded = _grid_near(queries, near, dist)
+                if gridded is not None:
+                    return gridded
+        else:
+            dist = np.full((q, k), np.inf)
         bound = np.nextafter(dist[:, -1].max(), np.inf)  # every query's r, a hair above
         nd = _tree(near).query(queries, k=k + 1, distance_upper_bound=bound)[0]
         # Each query's own entry is at distance 0, the least, so dropping the first column

@@ -93,6 +93,47 @@ def test_novelty_equals_brute_force_as_the_archive_grows(backend):
     assert archive.novelty(np.zeros((0, 2))).shape == (0,)
 
 
+@pytest.mark.parametrize("dim,scale,offset", [(2, 1.0, 0.0), (1, 1.0, 0.0), (3, 1e-7, 0.0),
+                                              (2, 1.0, 1e6), (5, 1e5, 0.0), (8, 1.0, 0.0)])
+def test_novelty_grid_equals_the_small_tree_bit_for_bit(monkeypatch, dim, scale, offset):
+    """novelty_distances finds the batch's, ``others``' and the tail's points with a grid; the
+    small tree it replaces (the grid declined) must give the very same floats: twins, grid
+    ties, large offsets, tiny and large scales, a batch smaller than k."""
+    from explorer.novelty import knn
+
+    def run() -> list[np.ndarray]:
+        rng = np.random.default_rng(dim)
+        index = IncrementalKNN(dim, backend="kdtree")
+        index.add(rng.random((3000, dim)) * scale + offset)
+        out = []
+        for size in (200, 11, 300, 1, 60):
+            queries = rng.random((size, dim)) * scale + offset
+            if size >= 60:
+                queries[1:20] = queries[0]  # more than k + 1 identical descriptors
+                ties = np.round((queries[20:40] - offset) / scale * 8) / 8  # on a 1/8 lattice
+                queries[20:40] = ties * scale + offset
+            others = rng.random((size // 4, dim)) * scale + offset
+            out.append(index.novelty_distances(queries, others, 15))
+            index.add(queries[::3])  # the tail grows
+        return out
+
+    calls = {"grid": 0}
+    real = knn._grid_near
+
+    def counted(*args):
+        got = real(*args)
+        calls["grid"] += got is not None
+        return got
+
+    monkeypatch.setattr(knn, "_grid_near", counted)
+    fast = run()
+    if dim <= 2:  # wider descriptors may leave some batches to the tree (many candidates)
+        assert calls["grid"] == 5
+    monkeypatch.setattr(knn, "_grid_near", lambda *args: None)
+    for got, want in zip(fast, run(), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_insertion_policies():
     rng = np.random.default_rng(2)
     sols, desc = rng.random((50, 4)), rng.random((50, 2))
