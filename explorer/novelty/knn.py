@@ -21,6 +21,7 @@ Shapes: N = stored points, Q = queries, D = ``dim``, k = neighbours. Distances a
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -133,26 +134,26 @@ def _grid_near(queries: np.ndarray, near: np.ndarray, dist: np.ndarray) -> np.nd
     if bound == 0.0:  # k exact twins everywhere: nothing is nearer
         return dist
     coords = near.T.copy()  # (D, N)
-    axes = coords[:2]  # the binned axes
-    low = [float(a.min()) for a in axes]
-    extent = max(float(a.max()) - lo for a, lo in zip(axes, low, strict=True))
-    if not np.isfinite(extent):
+    binned = coords[:2]  # (B, N): the first B <= 2 axes are binned
+    low, high = binned.min(axis=1), binned.max(axis=1)  # (B,)
+    extent = float((high - low).max())
+    if not math.isfinite(extent):
         return None
     side = max(bound * (1 + _GRID_MARGIN), extent / _GRID_MAX_CELLS)  # > every r
-    # cell numbers from 1 per axis, an empty cell before and after: neighbours always exist
-    cells = [((a - lo) / side).astype(np.int64) + 1  # truncation = floor: a - lo >= 0
-             for a, lo in zip(axes, low, strict=True)]
-    size = [int(c.max()) + 2 for c in cells]
-    cell = cells[0] * size[1] + cells[1] if len(cells) == 2 else cells[0]  # (N,)
+    cells = ((binned - low[:, None]) / side).astype(np.int64)  # (B, N); truncation = floor
+    # with an empty cell before and after on each axis, every neighbour cell exists; the
+    # largest cell number per axis, int((high - low) / side), is the same float arithmetic
+    size = [int((float(h) - float(lo)) / side) + 3 for h, lo in zip(high, low, strict=True)]
+    cell = (cells[0] * size[1] + cells[1] + (size[1] + 1) if len(size) == 2  # (N,) row-major
+            else cells[0] + 1)  # numbered from 1 on each axis
     order = np.argsort(cell.astype(np.uint16), kind="stable")  # radix sort
     first = np.zeros(size[0] * size[-1] ** (len(size) - 1) + 1, np.int64)  # (cells + 1,)
     np.cumsum(np.bincount(cell, minlength=len(first) - 1), out=first[1:])  # run starts
-    own = cell[:q]  # (Q,)
-    if len(cells) == 2:
-        low_cell = (own[:, None] + np.array([-size[1] - 1, -1, size[1] - 1])).ravel()  # (3Q,)
-        who_run = np.repeat(np.arange(q), 3)
+    if len(size) == 2:  # three runs a query: rows x - 1, x, x + 1 of cells y - 1 .. y + 1
+        low_cell = (cell[:q, None] + np.array([-size[1] - 1, -1, size[1] - 1])).ravel()
+        who_run = np.arange(q).repeat(3)  # (3Q,)
     else:
-        low_cell, who_run = own - 1, np.arange(q)
+        low_cell, who_run = cell[:q] - 1, np.arange(q)
     start = first[low_cell]
     counts = first[low_cell + 3] - start  # three cells a run
     total = int(counts.sum())
@@ -164,14 +165,14 @@ def _grid_near(queries: np.ndarray, near: np.ndarray, dist: np.ndarray) -> np.nd
     enters = (d < r[who]) & (idx != who)  # nearer than the k-th, and not itself
     if not enters.any():
         return dist
-    who, d = who[enters], d[enters]  # grouped by query: runs are in query order
-    per_row = np.bincount(who, minlength=q)  # (Q,)
-    col = np.arange(len(who)) - (np.cumsum(per_row) - per_row)[who]
-    new = np.full((q, int(per_row.max())), np.inf)  # (Q, most entering one row)
+    who, d = who[enters], d[enters]  # sorted: runs are in query order
+    col = np.arange(len(who)) - np.searchsorted(who, who)  # rank within its query's entries
+    new = np.full((q, int(col.max()) + 1), np.inf)  # (Q, most entering one row)
     new[who, col] = d
-    hit = np.flatnonzero(per_row)
+    hit = who[col == 0]  # rows that change
     dist[hit] = np.sort(np.concatenate([dist[hit], new[hit]], axis=1), axis=1)[:, :k]
     return dist
+
 
 class IncrementalKNN:
     """Exact k-NN over points that are only ever appended (ids are insertion order).
