@@ -122,13 +122,17 @@ class EnvPoolVecEnv(_Backend):
                 num_actions=_num_actions(self._env.action_space, env_id),
             )
         self.num_envs = num_envs
+        self._direct = _DirectStep.plan(self._env, self.spec.obs_spec, num_envs)
 
     def reset(self) -> dict[str, np.ndarray]:
         obs, _ = self._env.reset()
         return self._cast_obs(obs)
 
     def step(self, actions: np.ndarray) -> StepResult:
-        obs, rew, term, trunc, _ = self._env.step(actions.astype(np.int32, copy=False))
+        actions = actions.astype(np.int32, copy=False)
+        if self._direct is not None:
+            return self._direct.step(self._env, actions, self.spec.obs_spec)
+        obs, rew, term, trunc, _ = self._env.step(actions)
         return self._result(obs, rew, term, trunc)
 
     def render_rgb(self, index: int = 0) -> np.ndarray:
@@ -137,6 +141,52 @@ class EnvPoolVecEnv(_Backend):
 
     def close(self) -> None:
         self._env.close()
+
+
+class _DirectStep:
+    """EnvPool's step without its Python wrapper: ``_send`` / ``_recv`` on the C++ pool.
+
+    Why: for 16 MiniGrid envs the wrapper (action conversion, the multi-player env-id
+    inference that rebuilds the config dict every call, state unflattening through optree)
+    costs more CPU than the C++ step itself, once per actor step. Used only for what the
+    wrapper would do the same: a synchronous single-player pool whose actions are exactly
+    ``(env_id, players.env_id, action)``; anything else keeps ``env.step``. The arrays are
+    the very ones the wrapper returns (``tests/actors/test_envs.py`` steps both side by side).
+    """
+
+    def __init__(self, env_ids: np.ndarray, done: int, trunc: int, reward: int,
+                 obs: dict[str, int]) -> None:
+        self.env_ids, self.done, self.trunc, self.reward, self.obs = env_ids, done, trunc, \
+            reward, obs
+
+    @classmethod
+    def plan(cls, env: Any, obs_spec: ObsSpec, num_envs: int) -> _DirectStep | None:
+        try:
+            config, states = env.config, list(env._state_keys)
+            direct = (list(env._action_keys) == ["env_id", "players.env_id", "action"]
+                      and config.get("max_num_players", 1) == 1
+                      and config.get("batch_size", num_envs) in (0, num_envs)
+                      and callable(getattr(env, "_send", None))
+                      and callable(getattr(env, "_recv", None)))
+            if not direct:
+                return None
+            obs = {k: states.index(_OBS_KEY if list(obs_spec) == [_OBS_KEY] else f"obs:{k}")
+                   for k in obs_spec}
+            return cls(np.arange(num_envs, dtype=np.int32), states.index("done"),
+                       states.index("trunc"), states.index("reward"), obs)
+        except (AttributeError, ValueError, TypeError):  # another EnvPool: its own wrapper
+            return None
+
+    def step(self, env: Any, actions: np.ndarray, obs_spec: ObsSpec) -> StepResult:
+        env._send([self.env_ids, self.env_ids, actions])
+        state = env._recv()
+        done, trunc = state[self.done], state[self.trunc]
+        return StepResult(
+            obs={k: state[i].astype(obs_spec[k][1], copy=False) for k, i in self.obs.items()},
+            rewards=np.asarray(state[self.reward], dtype=np.float32),
+            terminated=done & ~trunc,
+            truncated=np.asarray(trunc, dtype=bool),
+        )
 
 
 class GymnasiumVecEnv(_Backend):

@@ -85,3 +85,34 @@ def test_envpool_registers_only_the_family_it_needs() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True, timeout=120).stdout.split()
     assert out == ["True", "True", "False", "True", "True"]
+
+
+@pytest.mark.parametrize(("env_id", "steps"), [
+    ("MiniGrid-DoorKey-5x5-v0", 600),  # dict obs; episodes end (100-step limit) and reset
+    ("CartPole-v1", 400),
+    ("Pong-v5", 110),  # image obs
+])
+def test_direct_step_returns_what_envpools_wrapper_returns(env_id: str, steps: int) -> None:
+    """The direct ``_send``/``_recv`` step against the wrapper's ``env.step``, two pools of
+    the same seed side by side with the same random actions, episode ends included."""
+    direct, wrapped = (make_vec_env(_EnvCfg(env_id, max_episode_steps=100), 4, 7)
+                       for _ in range(2))
+    assert direct._direct is not None
+    wrapped._direct = None  # the wrapper's path
+    rng = np.random.default_rng(0)
+    for obs_a, obs_b in zip(direct.reset().values(), wrapped.reset().values(), strict=True):
+        np.testing.assert_array_equal(obs_a, obs_b)
+    ended = 0
+    for _ in range(steps):
+        actions = rng.integers(0, direct.spec.num_actions, 4)
+        a, b = direct.step(actions), wrapped.step(actions)
+        assert a.obs.keys() == b.obs.keys() == direct.spec.obs_spec.keys()
+        for key in a.obs:
+            assert a.obs[key].dtype == b.obs[key].dtype
+            np.testing.assert_array_equal(a.obs[key], b.obs[key])
+        for field_a, field_b in ((a.rewards, b.rewards), (a.terminated, b.terminated),
+                                 (a.truncated, b.truncated)):
+            assert field_a.dtype == field_b.dtype and field_a.shape == (4,)
+            np.testing.assert_array_equal(field_a, field_b)
+        ended += int((a.terminated | a.truncated).sum())
+    assert ended > 0
