@@ -30,8 +30,11 @@ g. wire: rollout-like 8/16/32 MB messages PUSH -> PULL between two processes ove
 ``--launcher ray`` measures instead only (d) under each launcher, interleaved ``--repeats``
 times: local (ipc, the default), local over tcp loopback, and Ray (a private one-machine Ray
 instance, tcp; ``--ray-address`` joins a running cluster); goal: Ray's training fps >= 0.9 of
-the local launcher's. It also reports the bytes on the wire per actor and second (rollouts up,
-weights down: the learner's ``received_bytes`` / ``published_bytes``), to size a cluster::
+the local launcher's. It also reports the CPU seconds each kind of process of the command used
+(run processes, driver, each Ray daemon of a private instance; from /proc, per 10 s of the
+measured window) and the CPU per env step, which the machine's other load disturbs far less
+than fps; and the bytes on the wire per actor and second (rollouts up, weights down: the
+learner's ``received_bytes`` / ``published_bytes``), to size a cluster::
 
     python benchmarks/throughput.py --launcher ray --seconds 20 --repeats 2
 
@@ -271,6 +274,55 @@ def actors_fps(cfg: Config, spec: EnvSpec, warmup: float, seconds: float) -> dic
 
 # --------------------------------------------------------------------------- d. training
 
+#: What a process of this command's tree is, by its command line (first match); the rest of the
+#: tree (the local launcher's learner and actors) is "run".
+PROCESS_KINDS = (("ray::_Host", "run"), ("ray::_Control", "ray control actor"),
+                 ("gcs_server", "ray gcs_server"), ("raylet/raylet", "ray raylet"),
+                 ("dashboard/agent.py", "ray dashboard agent"),
+                 ("dashboard/dashboard.py", "ray dashboard"), ("log_monitor", "ray log_monitor"),
+                 ("runtime_env/agent", "ray runtime_env agent"),
+                 ("autoscaler/_private/monitor", "ray monitor"), ("ray::", "ray idle workers"),
+                 ("default_worker.py", "ray idle workers"))
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu() -> dict[int, tuple[str, float]]:
+    """``{pid: (kind, CPU seconds so far)}`` of this process (kind "driver": the supervisor)
+    and all its descendants (Ray's daemons and workers included), from /proc."""
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as f:
+                stats[int(entry)] = f.read().rsplit(")", 1)[1].split()
+                children.setdefault(int(stats[int(entry)][1]), []).append(int(entry))
+    tree, todo = {os.getpid()}, [os.getpid()]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            tree.add(child)
+            todo.append(child)
+    result = {}
+    for pid in tree & stats.keys():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        kind = "driver" if pid == os.getpid() else next(
+            (name for key, name in PROCESS_KINDS if key in cmd), "run")
+        result[pid] = (kind, (int(stats[pid][11]) + int(stats[pid][12])) / _TICK)
+    return result
+
+
+def cpu_between(before: dict[int, tuple[str, float]],
+                after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds each kind of process used between two :func:`process_cpu` snapshots
+    (a worker's later kind wins: an idle Ray worker becomes a run process)."""
+    used: dict[str, float] = {}
+    for pid, (kind, cpu) in after.items():
+        used[kind] = used.get(kind, 0.0) + cpu - before.get(pid, (kind, 0.0))[1]
+    return used
+
 
 class StepClock(ProgressReporter):
     """Supervisor reporter that times learner env steps and stops the run when done.
@@ -289,6 +341,9 @@ class StepClock(ProgressReporter):
         #: the learner's status reports at ``base`` and ``end`` (wire byte counters)
         self.base_status: dict[str, Any] = {}
         self.end_status: dict[str, Any] = {}
+        #: :func:`process_cpu` at ``base`` and ``end``
+        self.base_cpu: dict[int, tuple[str, float]] = {}
+        self.end_cpu: dict[int, tuple[str, float]] = {}
         self.last: dict[str, Any] = {}
         self.events: list[str] = []
 
@@ -307,9 +362,11 @@ class StepClock(ProgressReporter):
         if self.base is None:
             if now - self.first >= self.warmup:
                 self.base, self.base_status = (now, steps), status
+                self.base_cpu = process_cpu()
             return
         if now - self.base[0] >= self.seconds:
             self.end, self.end_status = (now, steps), status
+            self.end_cpu = process_cpu()
             self.stop_event.set()
 
     def fps(self) -> float | None:
@@ -344,7 +401,11 @@ def train_fps(cfg: Config, spec: EnvSpec, warmup: float, seconds: float) -> dict
         watchdog.cancel()
         shutil.rmtree(runs_dir, ignore_errors=True)
     status = clock.last
+    cpu = cpu_between(clock.base_cpu, clock.end_cpu)
+    span = clock.end[0] - clock.base[0] if clock.end and clock.base else None
     return {"fps": clock.fps(), "reason": result.reason, "actor_restarts": result.actor_restarts,
+            # CPU seconds of each kind of process per 10 s of the measured window
+            "cpu_s_per_10s": {k: 10 * v / span for k, v in cpu.items()} if span else {},
             "policy_lag": status.get("policy_lag"), "dropped": status.get("dropped"),
             "learner_fps": status.get("fps"),
             "stale_steps_per_s": clock.rate("stale_env_steps"),
@@ -393,6 +454,11 @@ def launcher_comparison(cfg: Config, spec: EnvSpec, args: argparse.Namespace) ->
             "weights_bytes_per_s_per_actor": float(np.median(down)) if down else None,
             "reasons": [r["reason"] for r in results],
             "actor_restarts": sum(r["actor_restarts"] for r in results),
+            "cpu_s_per_10s": median_by_key([r["cpu_s_per_10s"] for r in results]),
+            # CPU per env step: decides where the machine's load makes fps figures noisy
+            "cpu_us_per_env_step": median_or_none(
+                [1e5 * sum(r["cpu_s_per_10s"].values()) / r["fps"] for r in results
+                 if r["fps"] and r["cpu_s_per_10s"]]),
         }
     local, local_tcp, ray_ = (summary[k]["trained_fps_median"] for k in variants)
     steps_per_s = summary["ray (tcp)"]["fps_median"]
@@ -403,6 +469,16 @@ def launcher_comparison(cfg: Config, spec: EnvSpec, args: argparse.Namespace) ->
         "bytes_per_env_step": up * n / steps_per_s if up and steps_per_s else None,
         "goal_ray_vs_local": LAUNCHER_GOAL,
     }
+
+
+def median_or_none(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
+def median_by_key(dicts: list[dict[str, float]]) -> dict[str, float]:
+    """Median of each key over ``dicts`` (0.0 where one lacks the key)."""
+    keys = sorted({k for d in dicts for k in d})
+    return {k: float(np.median([d.get(k, 0.0) for d in dicts])) for k in keys} if dicts else {}
 
 
 def print_launcher_table(res: dict[str, Any]) -> None:
@@ -425,6 +501,11 @@ def print_launcher_table(res: dict[str, Any]) -> None:
                       fmt(ratio(row["trained_fps_median"], base), "x"), fmt(row["fps_median"]),
                       f"{up / 1e6:.2f}" if up else "n/a", f"{down / 1e6:.2f}" if down else "n/a")
     Console(width=160).print(table)
+    for name, row in res["launchers"].items():
+        cpu = row["cpu_s_per_10s"]
+        beside = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if k != "run")
+        print(f"{name}: CPU s per 10 s (median): run processes {cpu.get('run', 0.0):.2f}, "
+              f"{beside}; {fmt(row['cpu_us_per_env_step'])} CPU us per env step, all included")
     r = res["ratios"]["ray_vs_local"]
     print(f"ray / local: {fmt(r, 'x')}  goal {goal_text(r, LAUNCHER_GOAL)}; "
           f"ray / local over tcp: {fmt(res['ratios']['ray_vs_local_tcp'], 'x')}; "

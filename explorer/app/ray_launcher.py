@@ -8,8 +8,12 @@ Rollouts, weights, texts and reward tables go over ZeroMQ ``tcp://`` between the
 never through Ray's object store.
 
 The control channels (stop event, status and final queues, heartbeats, env spec; see
-``explorer.app.launchers``) are backed by one small Ray actor (:class:`_Control`, no CPU):
-a few messages a second. Heartbeats are timed by the control actor's clock and read back as
+``explorer.app.launchers``) are backed by one small asyncio Ray actor (:class:`_Control`, no
+CPU). Waits are long polls, not repeated asks: each process keeps one ``wait_stop`` call open,
+answered when the run stops, and the supervisor one ``take_wait`` per queue, answered when
+reports arrive; checking one is a local look at a pending reply. Only status reports and
+heartbeats (a few a second) are messages: each Ray call costs CPU in the caller, the control
+actor and Ray's daemons. Heartbeats are timed by the control actor's clock and read back as
 ages, so machines need no common clock.
 
 Priority: processes run at the niceness of ``explorer run`` (Ray's default for workers is 15,
@@ -24,6 +28,7 @@ Actors go wherever their CPUs (and ``actor_custom`` resources) are free.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import itertools
@@ -49,55 +54,77 @@ _START_TIMEOUT_S = 120.0
 _WHERE_TIMEOUT_S = 10.0
 #: How often a process asks whether the run should stop.
 _STOP_POLL_S = 0.2
-#: Least seconds between two heartbeats an actor sends (its loop beats far more often).
+#: Least seconds between two heartbeats an actor sends (its loop beats far more often); also
+#: how long the supervisor reuses the beat times it fetched.
 _BEAT_EVERY_S = 1.0
+#: A private instance's Ray settings: the run's processes at the command's niceness, as child
+#: processes are (Ray's default for workers is 15); no task events (per-call records for a
+#: dashboard: there is none), no metrics (nothing scrapes them), no per-handler event stats.
+#: Those cost CPU in Ray's daemons and workers beside the run's (GCS 0.09 -> 0.03 CPU-s per
+#: 10 s of training on 2 cores; ``benchmarks/throughput.py --launcher ray`` prints them).
+_PRIVATE_SYSTEM_CONFIG = {"worker_niceness": 0, "task_events_report_interval_ms": 0,
+                          "enable_metrics_collection": False, "event_stats": False}
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "*", "::", ""})
 
 
-@ray.remote(num_cpus=0, max_restarts=0)
+@ray.remote(num_cpus=0, max_restarts=0, enable_task_events=False)
 class _Control:
-    """The run's control state: stop flag, named queues, heartbeat times, env specs."""
+    """The run's control state: stop flag, named queues, heartbeat times, env specs.
+
+    An asyncio actor: ``wait_stop`` and ``take_wait`` are long polls that wait in its event
+    loop without holding it (every method runs in that one loop, so none needs a lock). Ray
+    does not promise an asyncio actor runs one caller's calls in order; a process's reports
+    are a second apart.
+    """
 
     def __init__(self) -> None:
-        self.stopped = False
         self.queues: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+        self.arrived: dict[str, asyncio.Event] = collections.defaultdict(asyncio.Event)
+        self.stop = asyncio.Event()
         self.beats: dict[int, float] = {}
         self.specs: dict[int, Any] = {}
         self.closed: set[int] = set()
 
-    def set_stop(self) -> None:
-        self.stopped = True
+    async def set_stop(self) -> None:
+        self.stop.set()
 
-    def is_stopped(self) -> bool:
-        return self.stopped
+    async def wait_stop(self) -> bool:
+        """Returns (True) once the run stops."""
+        await self.stop.wait()
+        return True
 
-    def put(self, name: str, item: Any, maxsize: int) -> bool:
+    async def put(self, name: str, item: Any, maxsize: int) -> bool:
         q = self.queues[name]
         if maxsize and len(q) >= maxsize:
             return False
         q.append(item)
+        self.arrived[name].set()
         return True
 
-    def take(self, name: str) -> list[Any]:
+    async def take_wait(self, name: str) -> list[Any]:
+        """Everything queued under ``name``, once there is something."""
         q = self.queues[name]
+        while not q:
+            self.arrived[name].clear()
+            await self.arrived[name].wait()
         items = list(q)
         q.clear()
         return items
 
-    def beat(self, actor_id: int) -> None:
+    async def beat(self, actor_id: int) -> None:
         self.beats[actor_id] = time.monotonic()
 
-    def beat_ages(self) -> dict[int, float]:
+    async def beat_ages(self) -> dict[int, float]:
         now = time.monotonic()
         return {actor_id: now - t for actor_id, t in self.beats.items()}
 
-    def send_spec(self, key: int, spec: Any) -> None:
+    async def send_spec(self, key: int, spec: Any) -> None:
         self.specs[key] = spec
 
-    def close_spec(self, key: int) -> None:
+    async def close_spec(self, key: int) -> None:
         self.closed.add(key)
 
-    def get_spec(self, key: int) -> tuple[str, Any]:
+    async def get_spec(self, key: int) -> tuple[str, Any]:
         if key in self.specs:
             return "spec", self.specs.pop(key)
         return ("closed", None) if key in self.closed else ("wait", None)
@@ -105,8 +132,9 @@ class _Control:
 
 class RayEvent:
     """``multiprocessing.Event`` lookalike: ``set()`` reaches every process within
-    ``_STOP_POLL_S``; ``is_set()`` is cheap enough for an actor's step loop (it asks the
-    control actor at most every ``_STOP_POLL_S``, without waiting for the answer)."""
+    ``_STOP_POLL_S``; ``is_set()`` is cheap enough for an actor's step loop (at most every
+    ``_STOP_POLL_S`` it looks whether the control actor answered its open ``wait_stop`` call:
+    no message). A control actor that is gone reads as set: the run is over."""
 
     def __init__(self, control: Any) -> None:
         self._control = control
@@ -130,13 +158,11 @@ class RayEvent:
         now = time.monotonic()
         if now - self._last < _STOP_POLL_S:
             return False
+        self._last = now
         if self._pending is None:
-            self._pending = self._control.is_stopped.remote()
-            return False
+            self._pending = self._control.wait_stop.remote()
         ready, _ = ray.wait([self._pending], timeout=0)
-        if ready:
-            self._set = bool(ray.get(self._pending))
-            self._pending, self._last = None, now
+        self._set = bool(ready)
         return self._set
 
 
@@ -151,6 +177,7 @@ class RayQueue:
     def __init__(self, control: Any, name: str, maxsize: int = 0) -> None:
         self._control, self._name, self._maxsize = control, name, maxsize
         self._buffer: collections.deque = collections.deque()
+        self._pending: Any = None  # the open take_wait call of a reading process
 
     def __getstate__(self) -> dict[str, Any]:
         return {"control": self._control, "name": self._name, "maxsize": self._maxsize}
@@ -169,14 +196,19 @@ class RayQueue:
             time.sleep(0.1)
 
     def get(self, timeout: float | None = None) -> Any:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._buffer:
-            self._buffer.extend(ray.get(self._control.take.remote(self._name)))
-            if self._buffer:
-                break
-            if deadline is not None and time.monotonic() >= deadline:
+        """The next item; waits on one open ``take_wait`` call (:class:`queue.Empty` after
+        ``timeout``, or when the control actor is gone)."""
+        if not self._buffer:
+            if self._pending is None:
+                self._pending = self._control.take_wait.remote(self._name)
+            ready, _ = ray.wait([self._pending], timeout=timeout)
+            if not ready:
                 raise queue.Empty
-            time.sleep(0.05 if timeout is None else min(0.05, max(timeout, 0.0)))
+            ref, self._pending = self._pending, None
+            try:
+                self._buffer.extend(ray.get(ref))
+            except ray.exceptions.RayError:
+                raise queue.Empty from None
         return self._buffer.popleft()
 
     def get_nowait(self) -> Any:
@@ -207,7 +239,7 @@ class RayHeartbeats:
 
     def __getitem__(self, actor_id: int) -> float:
         now = time.monotonic()
-        if now - self._fetched_at > 0.1:  # one round trip per supervisor tick, not per actor
+        if now - self._fetched_at > _BEAT_EVERY_S:  # beats come no faster; not per actor
             self._ages = ray.get(self._control.beat_ages.remote())
             self._fetched_at = now
         age = self._ages.get(actor_id)
@@ -245,7 +277,7 @@ class _SpecSender:
         self._control.close_spec.remote(self._key)
 
 
-@ray.remote(max_restarts=0)
+@ray.remote(max_restarts=0, enable_task_events=False)
 class _Host:
     """One process of the run: reports where it runs, then runs an entry function."""
 
@@ -366,7 +398,7 @@ class RayLauncher:
             wanted = res.learner_cpus + res.labeler_cpus + num_actors * res.actor_cpus
             ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(wanted)),
                      include_dashboard=False, configure_logging=False, log_to_driver=True,
-                     _system_config={"worker_niceness": 0})  # as child processes are
+                     _system_config=_PRIVATE_SYSTEM_CONFIG)
         elif self._owns_ray:
             ray.init(address=cfg.address, configure_logging=False, log_to_driver=True)
         #: A private instance runs on this machine only: its processes then get this

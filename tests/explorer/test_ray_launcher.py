@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -86,6 +87,41 @@ def ray_head():
         yield info.address_info["gcs_address"]
     finally:
         ray.shutdown()
+
+
+@requires_ray
+@pytest.mark.timeout(120)
+def test_ray_control_channels_long_poll(ray_head: str) -> None:
+    """Stop event and queues answer from open long-poll calls; a gone control actor reads as
+    stopped and as an empty queue."""
+    import ray
+
+    from explorer.app.ray_launcher import RayEvent, RayQueue, _Control
+
+    control = _Control.remote()
+    setter, watcher = RayEvent(control), RayEvent(control)  # two processes' views
+    writer, reader = RayQueue(control, "status", maxsize=2), RayQueue(control, "status")
+    assert not watcher.is_set()
+    with pytest.raises(queue.Empty):
+        reader.get(timeout=0.3)
+    for item in (1, 2):  # the first answers the reader's open call
+        writer.put_nowait(item)
+    assert [reader.get(timeout=30), reader.get(timeout=30)] == [1, 2]
+    with pytest.raises(queue.Empty):
+        reader.get(timeout=0.3)
+    full = RayQueue(control, "full", maxsize=1)
+    for item in (3, 4):  # nobody reads "full" yet: the second finds it full and is dropped
+        full.put_nowait(item)
+    assert full.get(timeout=30) == 3
+    with pytest.raises(queue.Empty):
+        full.get(timeout=0.3)
+    setter.set()
+    wait_for(watcher.is_set, 30, "the stop seen by another process")
+    late = RayEvent(control)
+    ray.kill(control)
+    wait_for(late.is_set, 30, "a gone control actor read as stopped")
+    with pytest.raises(queue.Empty):
+        reader.get(timeout=30)
 
 
 @requires_ray
