@@ -115,10 +115,10 @@ def _sqnorms(diff: np.ndarray) -> np.ndarray:
     return total
 
 
-def _grid_near(queries: np.ndarray, near: np.ndarray, dist: np.ndarray) -> np.ndarray | None:
+def _grid_near(coords: np.ndarray, dist: np.ndarray) -> np.ndarray | None:
     """Adds to each query's k nearest ``dist`` (``(Q, k)``, sorted, finite) the points of
-    ``near`` (``(N, D)``, whose first Q rows are the queries) nearer than its k-th, itself
-    left out: the lists a small tree over ``near`` would give, without building one.
+    ``coords`` (``(D, N)``, one column a point, the first Q the queries) nearer than its k-th,
+    itself left out: the lists a small tree over those points would give, without one.
 
     A point can only enter a query's list if it lies within r (the k-th distance) of it on
     every axis. ``near`` is binned on its first two axes (one if D = 1) into square cells at
@@ -133,7 +133,6 @@ def _grid_near(queries: np.ndarray, near: np.ndarray, dist: np.ndarray) -> np.nd
     bound = float(r.max())
     if bound == 0.0:  # k exact twins everywhere: nothing is nearer
         return dist
-    coords = near.T.copy()  # (D, N)
     binned = coords[:2]  # (B, N): the first B <= 2 axes are binned
     low, high = binned.min(axis=1), binned.max(axis=1)  # (B,)
     extent = float((high - low).max())
@@ -292,15 +291,17 @@ class IncrementalKNN:
             if both.shape[1] > k:
                 both = np.partition(both, k - 1, axis=1)[:, :k]
             return np.sort(both, axis=1)
-        near = np.concatenate([queries, others, self._points[self._n_tree: self._n]])
+        tail = self._points[self._n_tree: self._n]
         if self._tree is not None and self._n_tree:
             dist = self._tree.query(queries, k=k)[0].reshape(q, k)  # (Q, k), sorted
             if np.isfinite(dist[:, -1]).all():  # every query has a radius: a grid, no tree
-                gridded = _grid_near(queries, near, dist)
+                coords = np.concatenate([queries.T, others.T, tail.T], axis=1)  # (D, N)
+                gridded = _grid_near(coords, dist)
                 if gridded is not None:
                     return gridded
         else:
             dist = np.full((q, k), np.inf)
+        near = np.concatenate([queries, others, tail])
         bound = np.nextafter(dist[:, -1].max(), np.inf)  # every query's r, a hair above
         nd = _tree(near).query(queries, k=k + 1, distance_upper_bound=bound)[0]
         # Each query's own entry is at distance 0, the least, so dropping the first column
