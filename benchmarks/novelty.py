@@ -6,10 +6,11 @@
 
 1. Archive insert+query throughput with 20,000 elites: per round, a batch of 2-D descriptors
    is scored (k = 15 novelty) and the novel ones inserted. Ours: ``NoveltyArchive``
-   (incremental k-NN: a cKDTree rebuilt at 8% growth, plus one small bounded tree over the
-   batch and the newest points); pyribs: ``ProximityArchive.add`` (KD-tree query, then a
-   KD-tree rebuilt over the whole archive on every add). Ours vs pyribs alternately, best of
-   3 each; the ratio is by CPU time (steady on a shared machine), wall time beside it.
+   (incremental k-NN: a cKDTree rebuilt at 8% growth, plus a grid of cells as wide as the
+   largest k-th distance over the batch and the newest points); pyribs:
+   ``ProximityArchive.add`` (KD-tree query, then a KD-tree rebuilt over the whole archive on
+   every add). Ours vs pyribs alternately, best of 3 each; the ratio is by CPU time (steady
+   on a shared machine), wall time beside it.
 2. HardMaze, equal budgets and seed: coverage of a 100x100 grid of final positions and whether
    the goal was reached, for our NS, our SERENE and pyribs NS (``ProximityArchive`` +
    ``GaussianEmitter`` + ``Scheduler``), all evaluated by the same worker processes.
