@@ -143,11 +143,14 @@ def _grid_near(coords: np.ndarray, dist: np.ndarray) -> np.ndarray | None:
     # with an empty cell before and after on each axis, every neighbour cell exists; the
     # largest cell number per axis, int((high - low) / side), is the same float arithmetic
     size = [int((float(h) - float(lo)) / side) + 3 for h, lo in zip(high, low, strict=True)]
+    n_cells = size[0] * size[-1] ** (len(size) - 1)
+    if n_cells > 2**16:  # only with subnormal distances: 16-bit cell numbers would wrap
+        return None
     cell = (cells[0] * size[1] + cells[1] + (size[1] + 1) if len(size) == 2  # (N,) row-major
             else cells[0] + 1)  # numbered from 1 on each axis
     order = np.argsort(cell.astype(np.uint16), kind="stable")  # radix sort
-    first = np.zeros(size[0] * size[-1] ** (len(size) - 1) + 1, np.int64)  # (cells + 1,)
-    np.cumsum(np.bincount(cell, minlength=len(first) - 1), out=first[1:])  # run starts
+    first = np.zeros(n_cells + 1, np.int64)  # (cells + 1,)
+    np.cumsum(np.bincount(cell, minlength=n_cells), out=first[1:])  # run starts
     if len(size) == 2:  # three runs a query: rows x - 1, x, x + 1 of cells y - 1 .. y + 1
         low_cell = (cell[:q, None] + np.array([-size[1] - 1, -1, size[1] - 1])).ravel()
         who_run = np.arange(q).repeat(3)  # (3Q,)
