@@ -80,7 +80,8 @@ def trained_at(run_dir: Path, wall: float) -> dict[str, float]:
 def measure(config: str, overrides: list[str], warmup: float, seconds: float) -> dict:
     runs = Path(tempfile.mkdtemp(prefix="sizing-"))
     cmd = [str(EXPLORER), "run", config, f"runs_dir={runs}", "name=sizing",
-           "total_env_steps=1000000000", "log_interval_s=0.5", *overrides]
+           "total_env_steps=1000000000", "target_return=null", "log_interval_s=0.5",
+           *overrides]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, cwd=REPO)
     lines: list[str] = []
