@@ -29,7 +29,10 @@ object with every figure::
 about 4-6 h). Runs kept with ``--runs-dir`` are combined, training nothing, by ``--report
 RUN_DIR ...`` (a directory holding run directories is read whole).
 
-Part 2, NetHack, is ``benchmarks/oni_nethack.py``.
+Part 2, NetHack, is ``benchmarks/oni_nethack.py``; this script runs it too when its first
+argument is ``nethack`` (the rest are that script's arguments)::
+
+    python benchmarks/oni.py nethack --seeds 0 1 --steps 1000000
 """
 
 from __future__ import annotations
@@ -368,4 +371,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["nethack"]:  # part 2: the NetHack study, its own arguments
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from oni_nethack import main as nethack_main
+
+        sys.exit(nethack_main(sys.argv[2:]))
     sys.exit(main())
