@@ -44,7 +44,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from explorer.core.addresses import address_host
+from explorer.core.addresses import WILDCARD_HOSTS, address_host
 
 __all__ = ["RayLauncher"]
 
@@ -64,7 +64,6 @@ _BEAT_EVERY_S = 1.0
 #: 10 s of training on 2 cores; ``benchmarks/throughput.py --launcher ray`` prints them).
 _PRIVATE_SYSTEM_CONFIG = {"worker_niceness": 0, "task_events_report_interval_ms": 0,
                           "enable_metrics_collection": False, "event_stats": False}
-_WILDCARD_HOSTS = frozenset({"0.0.0.0", "*", "::", ""})
 
 
 @ray.remote(num_cpus=0, max_restarts=0, enable_task_events=False)
@@ -449,7 +448,7 @@ class RayLauncher:
 
     def reachable(self, address: str, handle: Any) -> str:
         host = address_host(address)
-        if host is None or host not in _WILDCARD_HOSTS:
+        if host is None or host not in WILDCARD_HOSTS:
             return address
         info = handle.info()
         if info is None:

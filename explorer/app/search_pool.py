@@ -31,9 +31,9 @@ import zmq
 
 from actors.evaluator_entry import EvaluatorArgs, evaluator_process
 from explorer.app.launchers import Launcher, LocalLauncher
-from explorer.core.addresses import is_loopback_host
+from explorer.core.addresses import WILDCARD_HOSTS, is_loopback_host
 from explorer.core.config import ConfigError
-from explorer.core.curve import CurveKeys, SocketSecurity
+from explorer.core.curve import CurveKeys, SocketSecurity, load_curve_keys
 from explorer.core.sockets import bind
 from explorer.core.wire import DropCounter, Message, WireError, decode, encode
 from explorer.novelty.config import SearchConfig
@@ -53,17 +53,6 @@ def make_search_launcher(cfg: SearchConfig) -> Launcher:
 
         return RayLauncher(cfg.launcher, cfg.workers.num_procs)
     return LocalLauncher(cfg.workers.num_procs)
-
-
-_WILDCARD_HOSTS = frozenset({"0.0.0.0", "*"})
-
-
-def _load_curve_keys(keys_dir: str | None) -> CurveKeys | None:
-    if keys_dir is None:
-        return None
-    from explorer.core.curve import load_curve_keys
-
-    return load_curve_keys(keys_dir)
 
 
 def _node_address(launcher: Launcher) -> str:
@@ -145,7 +134,8 @@ class EvaluationPool:
         self.restarts = 0
         self._schema = result_schema(cfg.env.frame_size)
         self._zmq = zmq.Context()
-        self.curve = _load_curve_keys(cfg.workers.curve_keys)
+        keys_dir = cfg.workers.curve_keys
+        self.curve: CurveKeys | None = None if keys_dir is None else load_curve_keys(keys_dir)
         self.security = SocketSecurity(self._zmq, self.curve)
         self._sock = self._zmq.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -157,8 +147,8 @@ class EvaluationPool:
         else:
             bound = bind(self._sock, f"tcp://{cfg.workers.host}:0")
             #: what workers connect to: a wildcard bind names this (the driver's) node
-            self.address = bound.replace(cfg.workers.host, _node_address(self.launcher), 1) \
-                if cfg.workers.host in _WILDCARD_HOSTS else bound
+            self.address = (f"tcp://{_node_address(self.launcher)}:{bound.rsplit(':', 1)[1]}"
+                            if cfg.workers.host in WILDCARD_HOSTS else bound)
 
     # -- processes ----------------------------------------------------------------------
     def start(self) -> None:

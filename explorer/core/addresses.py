@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 
-__all__ = ["address_host", "is_loopback_address", "is_loopback_host"]
+__all__ = ["WILDCARD_HOSTS", "address_host", "is_loopback_address", "is_loopback_host"]
+
+#: Hosts that bind every interface: what peers connect to is the binding machine's address.
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "*", "::", ""})
 
 _LOOPBACK_NAMES = frozenset({"localhost", "lo", "ip6-localhost", "ip6-loopback"})
 
