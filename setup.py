@@ -31,6 +31,8 @@ setup(
         # cannot run)
         "imageio>=2.30,<3",
         "imageio-ffmpeg>=0.5,<1",
+        # the retrieval core's actor step, compiled (explorer/core/retrieval_kernel.py)
+        "numba>=0.59",
     ],
     extras_require={
         "gpu": ["faiss-gpu-cu12"],

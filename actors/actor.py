@@ -214,6 +214,9 @@ class Actor:
         core = self.model.initial_state(b)
         episode_start = np.ones(b, dtype=bool)
         prev_done = np.zeros(b, dtype=bool)
+        # one forward while the learner starts: a core's compiled kernel (retrieval) loads or
+        # compiles here, off the path from the first weights to the first rollout
+        self._policy(obs, core, episode_start)
         self.poll_weights(wait=True)
         window_start, window_steps, window_blocked = time.perf_counter(), 0, 0.0
         while True:

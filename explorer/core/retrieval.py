@@ -16,8 +16,9 @@ episode's first step. At each step the encoder's features ``x_t`` query the memo
 State and refresh policy. The recurrent state that actors send with each rollout (as they do a
 GRU's) is the window: ``W = window_chunks * chunk_len`` slots of (episode step, valid, chunk
 key, state key, state value), kept as a ring, then the ring's head (the slot of the newest
-step) and the features of the L - 1 newest steps (the members, besides the next step, of the
-next chunk, whose key is the projection of their mean). A step's projections enter the window
+step) and the chunk-key projections (``chunk_key`` without its bias) of the L - 1 newest steps:
+the members, besides the next step, of the next chunk, whose key is the projection of their
+mean, i.e. the mean of their projections plus the bias. A step's projections enter the window
 as the network computed them at that step, and leave it W steps later: nothing is re-encoded,
 so an actor step projects one new state, not the window. An actor step (T = 1) works on the
 ring as it lies: it scores the stored keys of the chunks its episode can use, gathers the
@@ -54,9 +55,9 @@ class RetrievalCore(nn.Module):
         window: W, steps of the past kept in the state.
         slot_size: P = 2 + 3d, one window slot: episode step, valid, and the projections
             made when the step entered (chunk key, state key, state value).
-        state_size: Width of the flat recurrent state, ``W * P + 1 + (L - 1) * F``: the ring
-            of W slots, the head (index of the newest step's slot), then the features of the
-            L - 1 newest steps, oldest first.
+        state_size: Width of the flat recurrent state, ``W * P + 1 + (L - 1) * d``: the ring
+            of W slots, the head (index of the newest step's slot), then the chunk-key
+            projections of the L - 1 newest steps, oldest first.
         out_size: H.
     """
 
@@ -83,7 +84,7 @@ class RetrievalCore(nn.Module):
         self.features, self.k, self.chunk_len, self.key_dim = features, k, chunk_len, key_dim
         self.window = window_chunks * chunk_len
         self.slot_size = 2 + 3 * key_dim
-        self.state_size = self.window * self.slot_size + 1 + (chunk_len - 1) * features
+        self.state_size = self.window * self.slot_size + 1 + (chunk_len - 1) * key_dim
         self.out_size = out_size or features
         # the four projections of a step's features, one layer: chunk query, state query,
         # state key, state value (d outputs each)
@@ -103,10 +104,10 @@ class RetrievalCore(nn.Module):
 
     def _parts(self, state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Flat state ``(B, state_size)`` -> ring ``(B, W, P)``, head ``(B,)`` and the L - 1
-        newest features ``(L - 1, B, F)``, oldest first (views but the head)."""
+        newest chunk-key projections ``(L - 1, B, d)``, oldest first (views but the head)."""
         batch, ring_size = len(state), self.window * self.slot_size
         ring = state[:, :ring_size].view(batch, self.window, self.slot_size)
-        recent = state[:, ring_size + 1:].view(batch, self.chunk_len - 1, self.features)
+        recent = state[:, ring_size + 1:].view(batch, self.chunk_len - 1, self.key_dim)
         return ring, state[:, ring_size].long(), recent.transpose(0, 1)
 
     def _chunks(self, per_step: Tensor) -> Tensor:
@@ -149,11 +150,13 @@ class RetrievalCore(nn.Module):
         ends = valid & first_valid & (step >= length - 1) & ((step + 1) % length == 0)
 
         # projections of the new steps only; the window's were stored when they entered it
-        recent = torch.cat([p_recent.to(x.dtype), x])  # (L-1+T, B, F)
-        chunk_mean = recent.unfold(0, length, 1).mean(-1)  # (T, B, F) chunk ending at t
+        # chunk keys by linearity: the mean of the chunk's projections, plus the bias
+        recent = torch.cat([p_recent.to(x.dtype), nn.functional.linear(
+            x, self.chunk_key.weight)])  # (L-1+T, B, d)
+        chunk_keys = recent.unfold(0, length, 1).mean(-1) + self.chunk_key.bias  # (T, B, d)
         query, state_query, state_key, state_value = self.project(x).split(
             self.key_dim, dim=-1)  # each (T, B, d)
-        keys = torch.cat([p_ckey, self.chunk_key(chunk_mean)])  # (S, B, d)
+        keys = torch.cat([p_ckey, chunk_keys])  # (S, B, d)
         state_keys = torch.cat([p_skey, state_key])  # (S, B, d)
         state_values = torch.cat([p_sval, state_value])  # (S, B, d)
 
@@ -195,11 +198,10 @@ class RetrievalCore(nn.Module):
         """One step (the actor's), on the ring as it lies; equals ``forward`` with T = 1.
 
         For inference only (no autograd, float32, on the CPU; ``forward`` runs any other step
-        as a sequence of one). An actor's cost here is the count of small ops, not their size,
-        and a small NumPy op costs a fraction of a torch op, so the whole step is NumPy on
-        views of the same memory (the state, the weights). In an episode at step n, the slot
-        of age a (1 = the previous step) holds step n - a, so chunk ends lie at ages
-        ``n % L + 1 + jL``: only those M candidates are scored, not all W slots.
+        as a sequence of one). An actor's cost here is the count of small ops, not their size:
+        the dense layers are one NumPy (BLAS) product each, batched over envs, and the rest
+        (scoring the chunk ends an episode can have, top k, the two softmaxes, writing the new
+        slot) is one compiled loop per env (``retrieval_kernel.step_window``).
 
         Args:
             x: ``(B, F)`` features.
@@ -208,70 +210,39 @@ class RetrievalCore(nn.Module):
 
         Returns:
             ``(1, B, H)`` output and the new state (a copy with one slot, the head and the
-            newest features written).
+            newest projections written).
         """
-        batch, d, f = x.shape[0], self.key_dim, self.features
-        window, length, size = self.window, self.chunk_len, self.slot_size
-        chunks = window // length  # M
-        picks = min(self.k, chunks)  # k'
-        ring_size = window * size
+        from explorer.core.retrieval_kernel import step_window  # numba: actors only
+
+        batch, d = x.shape[0], self.key_dim
+        w_proj, b_proj, w_chunk, b_chunk, w_out, b_out = self._numpy_weights()
         flat = state.numpy()  # (B, state_size)
-        ring = flat[:, :ring_size].reshape(batch, window, size)  # (B, W, P), a view
-        envs = np.arange(batch)
-        head = flat[:, ring_size].astype(np.intp)  # (B,)
-        n = (ring[envs, head, 0].astype(np.intp) + 1) * ~np.asarray(start.numpy(), bool)  # (B,)
-        # candidates: the chunk ends of this episode's lattice; usable where the chunk's last
-        # step is >= L - 1 (the chunk is whole) and its first is still in the window
-        age = (n % length + 1)[:, None] + self._lattice  # (B, M)
-        end = (head[:, None] + 1 - age) % window  # (B, M) their slots
-        cand = ring[envs[:, None], end, 1:2 + d]  # (B, M, 1 + d): valid, chunk key
-        usable = ((age <= np.minimum(n - length + 1, window - length + 1)[:, None])
-                  & (cand[..., 0] > 0.5))  # (B, M)
-
-        # chunk query, state query (both scaled by 1 / sqrt(d)), state key, state value
-        x_np = x.numpy()
-        proj = (self.project.weight.detach().numpy() @ x_np.T).T  # (B, 4d), a transposed view
-        proj += self.project.bias.detach().numpy()
-        proj[:, :2 * d] *= np.float32(1.0 / math.sqrt(d))
-        scores = np.where(usable, (cand[..., 1:] @ proj[:, :d, None])[..., 0], -np.inf)
-        if picks < chunks:  # the top k' (in any order: the softmax does not care)
-            pick = np.argpartition(scores, chunks - picks, axis=1)[:, chunks - picks:]
-            scores, end = scores[envs[:, None], pick], end[envs[:, None], pick]  # (B, k')
-        # chunk weights: softmax over the usable picks; the others get 0 (all 0 if none)
-        best = scores.max(1, keepdims=True)  # (B, 1)
-        chunk_weight = np.exp(scores - np.where(usable.any(1, keepdims=True), best, 0))
-        members = (end[..., None] + self._offsets) % window  # (B, k', L), oldest first
-        picked = ring[envs[:, None, None], members, 2 + d:].reshape(
-            batch, picks * length, 2 * d)  # (B, k'L, 2d): state keys, values
-        logits = (picked[..., :d] @ proj[:, d:2 * d, None]).reshape(batch, picks, length)
-        attend = np.exp(logits - logits.max(-1, keepdims=True))  # (B, k', L)
-        # chunk weight x state weight, normalised at both levels
-        attend *= (chunk_weight / (attend.sum(-1) * np.maximum(
-            chunk_weight.sum(1, keepdims=True), 1)))[..., None]
-        # (B, 1, k'L) @ (B, k'L, d)
-        retrieved = (attend.reshape(batch, 1, -1) @ picked[..., d:])[:, 0]  # (B, d)
-        out = np.concatenate([x_np, retrieved], 1) @ self.out.weight.detach().numpy().T
-        out += self.out.bias.detach().numpy()
-        np.maximum(out, 0, out=out)  # (B, H)
-
-        # the new slot goes over the oldest; its chunk is the L - 1 newest steps and x
-        recent = flat[:, ring_size + 1:].reshape(batch, length - 1, f)  # (B, L-1, F)
-        chunk_key = (self.chunk_key.weight.detach().numpy() @ (recent.sum(1) + x_np).T).T
-        chunk_key *= np.float32(1 / length)
-        chunk_key += self.chunk_key.bias.detach().numpy()
-        new_head = (head + 1) % window  # (B,)
-        slot = np.empty((batch, size), np.float32)  # (B, P)
-        slot[:, 0] = n
-        slot[:, 1] = 1.0
-        slot[:, 2:2 + d] = chunk_key
-        slot[:, 2 + d:] = proj[:, 2 * d:]
+        x_np = x.numpy()  # (B, F)
+        proj = x_np @ w_proj.T  # (B, 4d) without bias: chunk query, state query, key, value
+        chunk_proj = x_np @ w_chunk.T  # (B, d) without bias
         new = flat.copy()
-        new[:, :ring_size].reshape(batch, window, size)[envs, new_head] = slot
-        new[:, ring_size] = new_head
-        if length > 1:  # the newest features shift by one: x in, the oldest out
-            new[:, ring_size + 1:-f] = flat[:, ring_size + 1 + f:]
-            new[:, -f:] = x_np
+        retrieved = np.empty((batch, d), np.float32)
+        step_window(flat, new, np.asarray(start.numpy(), bool), proj, chunk_proj, b_proj,
+                    b_chunk, 1.0 / math.sqrt(d), self.window, self.chunk_len, self.k,
+                    retrieved)
+        out = np.concatenate([x_np, retrieved], 1) @ w_out.T  # (B, H)
+        out += b_out
+        np.maximum(out, 0, out=out)
         return torch.from_numpy(out)[None], torch.from_numpy(new)
+
+    def _numpy_weights(self) -> tuple[np.ndarray, ...]:
+        """NumPy views of the weights and biases of ``project``, ``chunk_key`` and ``out``.
+
+        Views, not copies: actors write new weights into the parameters' memory in place (no
+        version bump), and a view sees them. Rebuilt only when a parameter's storage moved.
+        """
+        params = (self.project.weight, self.project.bias, self.chunk_key.weight,
+                  self.chunk_key.bias, self.out.weight, self.out.bias)
+        key = tuple(p.data_ptr() for p in params)
+        if getattr(self, "_numpy_key", None) != key:
+            self._numpy_views = tuple(p.detach().numpy() for p in params)
+            self._numpy_key = key
+        return self._numpy_views
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:
         """Loads weights saved before the four projections became one layer (``project``)."""

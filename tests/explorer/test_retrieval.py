@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pytest
 import torch
 
@@ -111,8 +112,8 @@ def test_step_by_step_equals_one_sequence(k: int) -> None:
     torch.testing.assert_close(torch.cat([first, second]), logits, atol=1e-5, rtol=0)
     torch.testing.assert_close(state, final)
     torch.testing.assert_close(end, final)
-    # the ring (W = 12 slots of step, valid, 3 x d), the head, L - 1 = 2 features of F = 16
-    assert model.core_size == model.core.state_size == 12 * (2 + 3 * 8) + 1 + 2 * 16
+    # the ring (W = 12 slots of step, valid, 3 x d), the head, L - 1 = 2 projections of d = 8
+    assert model.core_size == model.core.state_size == 12 * (2 + 3 * 8) + 1 + 2 * 8
 
 
 def test_gradients_reach_every_parameter() -> None:
@@ -133,14 +134,18 @@ def test_bad_configs_are_clear_errors() -> None:
         RetrievalCore(4, k=0, chunk_len=2, window_chunks=2)
 
 
-def test_actor_step_equals_a_sequence_of_one() -> None:
-    """A step without autograd (the actor's NumPy path) equals the same step with autograd on
-    (the sequence path, T = 1), mid-episode with a full window and at an episode start."""
-    net = core(k=2)
+@pytest.mark.parametrize(("chunk_len", "k"), [(L, 2), (1, 3), (2, 9)])
+def test_actor_step_equals_a_sequence_of_one(chunk_len: int, k: int) -> None:
+    """A step without autograd (the actor's compiled path) equals the same step with autograd
+    on (the sequence path, T = 1), mid-episode with a full window and at an episode start;
+    also with one-step chunks and with k above the window's chunks."""
+    torch.manual_seed(0)
+    net = RetrievalCore(F, k=k, chunk_len=chunk_len, window_chunks=M, key_dim=8)
     steps = 2 * net.window + 1
     x = torch.randn(steps, 3, F)
     with torch.no_grad():
-        _, state = net(x[:-1], torch.zeros(3, net.state_size), starts(steps - 1, 3, (20, 1)))
+        _, state = net(x[:-1], torch.zeros(3, net.state_size),
+                       starts(steps - 1, 3, (steps // 2, 1)))
         start = torch.tensor([[False, True, False]])
         fast, fast_state = net(x[-1:], state, start)
     slow, slow_state = net(x[-1:], state, start)
@@ -160,3 +165,23 @@ def test_loads_weights_saved_with_four_projection_layers() -> None:
     other.load_state_dict(saved)
     for key, value in net.state_dict().items():
         torch.testing.assert_close(other.state_dict()[key], value)
+
+
+def test_actor_step_sees_new_weights_written_in_place() -> None:
+    """Actors write each weight broadcast into the parameters' memory with NumPy (no torch
+    version bump): the compiled step must use the new values, not ones cached earlier."""
+    net = core(k=2)
+    steps = 2 * net.window
+    x = torch.randn(steps + 1, 3, F)
+    start = torch.zeros(1, 3, dtype=torch.bool)
+    with torch.no_grad():
+        _, state = net(x[:-1], torch.zeros(3, net.state_size), starts(steps, 3))
+        before, _ = net(x[-1:], state, start)
+        for param in net.parameters():  # as Actor._apply_weights does
+            np.copyto(param.detach().numpy(), np.random.default_rng(1).normal(
+                size=param.shape).astype(np.float32))
+        fast, fast_state = net(x[-1:], state, start)
+    slow, slow_state = net(x[-1:], state, start)
+    assert not torch.allclose(fast, before)
+    torch.testing.assert_close(fast, slow.detach(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(fast_state, slow_state, atol=1e-4, rtol=0)
