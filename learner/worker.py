@@ -26,6 +26,7 @@ from explorer.core.checkpoint import (
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
+    write_progress,
 )
 from explorer.core.curve import SocketSecurity
 from explorer.core.dashboard import write_layout
@@ -203,6 +204,18 @@ class LearnerWorker:
         self.labeler_meta: dict[str, float] = {}
         #: periodic checkpoints that could not be written (full disk): training went on
         self.checkpoint_failures = 0
+        #: periodic checkpoints failed in a row, up to now
+        self.failing_since = 0
+        #: ``checkpoint_interval_s: 0``: a checkpoint after every update, written before the
+        #: update's env steps are reported anywhere (weights, status, TensorBoard, progress)
+        self.checkpoint_every_update = cfg.checkpoint_interval_s == 0
+        #: the newest checkpoint this process wrote or resumed from (None: none yet)
+        self.last_checkpoint: Path | None = Path(args.resume_path) if args.resume_path else None
+        #: env steps in the newest checkpoint (0 at a fresh start: nothing to lose yet)
+        self.checkpointed_steps = self.env_steps
+        #: env steps of the last ``progress.json`` write, failed or not (None: none yet)
+        self.progress_steps: int | None = None
+        self.progress_failed = False
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -231,18 +244,64 @@ class LearnerWorker:
         restore_rng_state(state["rng"])
 
     def checkpoint(self) -> Path:
-        return save_checkpoint(self.run_dir / "checkpoints", self.env_steps, self.state_dict())
+        path = save_checkpoint(self.run_dir / "checkpoints", self.env_steps, self.state_dict())
+        self.last_checkpoint, self.checkpointed_steps = path, self.env_steps
+        return path
 
     def _periodic_checkpoint(self) -> None:
         """A periodic checkpoint that cannot be written (a full disk) is one line on stderr
         and a count (``perf/checkpoint_failures``), not the end of the run: training goes on,
-        the next interval tries again, the newest complete checkpoint stays as it was."""
+        the next interval tries again, the newest complete checkpoint stays as it was. With a
+        checkpoint per update, one line when they start failing and one when they are written
+        again, not one per update."""
         try:
             self.checkpoint()
         except CheckpointWriteError as err:
             self.checkpoint_failures += 1
-            print(f"learner: {err}; training goes on, next try in "
-                  f"{self.cfg.checkpoint_interval_s:g}s", file=sys.stderr, flush=True)
+            self.failing_since += 1
+            if self.checkpoint_every_update and self.failing_since > 1:
+                return
+            when = ("after every update until one is written" if self.checkpoint_every_update
+                    else f"in {self.cfg.checkpoint_interval_s:g}s")
+            print(f"learner: {err}; training goes on, next try {when}", file=sys.stderr,
+                  flush=True)
+            return
+        if self.checkpoint_every_update and self.failing_since:
+            print(f"learner: checkpoint written again after {self.failing_since} failed "
+                  f"({self.last_checkpoint})", file=sys.stderr, flush=True)
+        self.failing_since = 0
+
+    def steps_counted(self) -> None:
+        """Call once env steps were counted (an update, stale rollouts), before the count is
+        reported anywhere (weights, status, TensorBoard). With every-update checkpoints the
+        checkpoint is written first, then ``progress.json``: a kill -9 at any point loses no
+        env steps that left this process as trained (unless that checkpoint failed: a full
+        disk, counted in ``perf/checkpoint_failures`` and visible in ``progress.json``)."""
+        if self.env_steps == self.progress_steps:
+            return
+        if self.checkpoint_every_update and self.env_steps != self.checkpointed_steps:
+            self._periodic_checkpoint()
+        self.write_progress()
+
+    def write_progress(self) -> None:
+        """Record the env steps counted so far and the newest checkpoint in
+        ``run_dir/progress.json`` (atomic): after a kill, what the learner had counted as
+        trained, to compare with the checkpoint a resumed run starts from. A failed write is
+        one line on stderr (once); training goes on."""
+        last = self.last_checkpoint
+        record = {"env_steps": self.env_steps, "updates": self.learner.updates,
+                  "policy_version": self.learner.policy_version,
+                  "checkpoint": None if last is None else last.name,
+                  "checkpoint_env_steps": None if last is None else self.checkpointed_steps,
+                  "checkpoint_every_update": self.checkpoint_every_update}
+        self.progress_steps = self.env_steps  # a failed write is tried again at the next count
+        try:
+            write_progress(self.run_dir, record)
+        except OSError as err:
+            if not self.progress_failed:
+                print(f"learner: progress record not written: {err}", file=sys.stderr,
+                      flush=True)
+            self.progress_failed = True
 
     # -- sockets ---------------------------------------------------------------------------
     def poll_labeler(self) -> None:
@@ -331,6 +390,7 @@ class LearnerWorker:
         self.last_metrics = self.learner.train(batch)
         self.env_steps += batch.num_steps
         self.fps_window.append((time.monotonic(), self.env_steps))
+        self.steps_counted()  # the update's checkpoint (every-update mode) before the publish
         if self.learner.updates % self.cfg.learner.publish_every == 0:
             self.publish()
 
@@ -450,6 +510,7 @@ class LearnerWorker:
             self.poll_labeler()
             if len(self.pending) >= cfg.learner.batch_rollouts:
                 self.train_step()
+            self.steps_counted()  # stale rollouts counted without an update
             now = time.monotonic()
             if now - self.last_publish > (_REPUBLISH_S if self.received else _STARTUP_REPUBLISH_S):
                 self.publish()
@@ -459,11 +520,13 @@ class LearnerWorker:
             if now - last_log > cfg.log_interval_s:
                 self.log()
                 last_log = now
-            if now - last_ckpt > cfg.checkpoint_interval_s:
+            if not self.checkpoint_every_update and now - last_ckpt > cfg.checkpoint_interval_s:
                 self._periodic_checkpoint()
+                self.write_progress()
                 last_ckpt = now
         self.log()
         path = self.checkpoint()
+        self.write_progress()
         self._put_status("status", self.status())
         self._report_final(reason, path)
         return reason

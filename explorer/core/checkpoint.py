@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
 import pickle
 import random
@@ -21,9 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CheckpointError", "CheckpointWriteError", "capture_rng_state",
-           "checkpoint_env_steps", "latest_checkpoint", "load_checkpoint", "restore_rng_state",
-           "save_checkpoint"]
+__all__ = ["PROGRESS_FILE", "CheckpointError", "CheckpointWriteError", "capture_rng_state",
+           "checkpoint_env_steps", "latest_checkpoint", "load_checkpoint", "read_progress",
+           "restore_rng_state", "save_checkpoint", "write_progress"]
+
+#: The learner's record of what it counted as trained, in the run directory (``write_progress``).
+PROGRESS_FILE = "progress.json"
 
 _NAME = re.compile(r"^ckpt_(\d{12})\.pt$")
 _TMP_NAME = re.compile(r"^ckpt_(\d{12})\.tmp$")
@@ -160,6 +164,37 @@ def checkpoint_env_steps(path: Path) -> int:
     if match is None:
         raise ValueError(f"{path}: not a checkpoint name (ckpt_<12-digit env steps>.pt)")
     return int(match.group(1))
+
+
+def write_progress(run_dir: Path, record: dict[str, Any]) -> None:
+    """Atomically replace ``run_dir/progress.json`` with ``record`` (JSON).
+
+    The learner rewrites it whenever its env-step count moves, at the moment the count is
+    reported (after the update's checkpoint when there is one per update), so after a kill it
+    holds the count at the kill, to compare with the checkpoint a resumed run starts from. No
+    fsync: the file must survive the process (a kill -9 keeps the page cache), not the
+    machine; a crash of the machine may leave it older than the newest checkpoint.
+
+    Raises:
+        OSError: it could not be written (the previous record is left as it was).
+    """
+    path = run_dir / PROGRESS_FILE
+    tmp = path.with_name(PROGRESS_FILE + ".tmp")
+    try:
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_progress(run_dir: Path) -> dict[str, Any] | None:
+    """The newest record ``write_progress`` left in ``run_dir``, or None if there is none."""
+    try:
+        return json.loads((run_dir / PROGRESS_FILE).read_text())
+    except FileNotFoundError:
+        return None
 
 
 def _one_line(text: str) -> str:
