@@ -24,13 +24,18 @@ learner_kill9      SIGKILL of the learner; the run ends naming its checkpoint; r
                    ``explorer run --resume`` does
 =================  ============================================================================
 
+The run checkpoints after every update (``--checkpoint-s 0``, the default:
+``checkpoint_interval_s: 0``), so the learner's kill -9 should lose no env steps; give
+``--checkpoint-s N`` to measure what an N-second interval loses instead.
+
 Per fault: survived (the victim is back or was never lost, training goes on), data lost
 (label rows present before the fault and missing after it; texts received during a full disk
-that never reached the store; env steps between the newest checkpoint and the learner's kill;
-checkpoints unloadable after the fault), seconds from the end of the fault to recovery, and
-env-steps-per-second over --window s after recovery as a ratio to the --window s before the
-fault (goal >= 0.9; the machine is shared, so single ratios are noisy). A table, then as its
-LAST stdout line one JSON object.
+that never reached the store; env steps the learner had counted as trained at its kill, read
+from its ``progress.json`` once it is dead, minus those of the checkpoint the resumed run
+starts from; checkpoints unloadable after the fault), seconds from the end of the fault to
+recovery, and env-steps-per-second over --window s after recovery as a ratio to the --window s
+before the fault (goal >= 0.9; the machine is shared, so single ratios are noisy). A table,
+then as its LAST stdout line one JSON object.
 
 Not measured here: an actor's rollout in flight when it is killed (at most rollout_len x
 envs_per_actor steps) is never counted anywhere, so it cannot be reported as lost.
@@ -46,6 +51,7 @@ benchmarks/RESULTS.md, "Fault soak")::
 
     python benchmarks/soak.py --seed 0
     python benchmarks/soak.py --seed 0 --stop-s 10 --window 10 --faults actor_kill9,store_full
+    python benchmarks/soak.py --seed 0 --window 10 --faults learner_kill9
 """
 
 from __future__ import annotations
@@ -554,19 +560,28 @@ class Soak:
         generation = self.shared.generation
         os.kill(sup.learner.pid, signal.SIGKILL)
         end = time.monotonic()
-        at_kill = self.steps()
+        reported = self.steps()  # the last status report: up to a second old
         ok = self.wait(lambda: self.shared.generation > generation
                        and self.shared.sup.last_status.get("env_steps", 0) > 0, 300,
                        "the resumed run")
         ckpt = latest_checkpoint(self.ckpt_dir)
         resumed_from = self.resumed_from
-        steps_lost = at_kill - checkpoint_env_steps(resumed_from) if resumed_from else at_kill
+        # what the dead learner had counted as trained: its progress record, read by the
+        # main thread after the run ended and before the resumed learner started
+        counted = (self.progress_at_kill or {}).get("env_steps")
+        source = "progress.json"
+        if counted is None:  # a learner that never wrote one: the status, a lower bound
+            counted, source = reported, "no progress.json: the last status, a lower bound"
+        kept = checkpoint_env_steps(resumed_from) if resumed_from else 0
         steps = self.steps()
         ok = ok and self.wait(self.progressing(steps), 120, "training after the resume")
-        return {"end": end, "survived": ok, "env_steps_lost": int(max(steps_lost, 0)),
-                "detail": f"resumed from {_name(resumed_from)} (newest at recovery "
-                          f"{_name(ckpt)}); "
-                          f"{at_kill} steps at the kill"}
+        ahead = (f"; the checkpoint is {kept - counted} steps ahead (killed between its "
+                 "write and the record)" if kept > counted else "")
+        return {"end": end, "survived": ok, "env_steps_lost": int(max(counted - kept, 0)),
+                "detail": f"{counted} steps counted at the kill ({source}; last status "
+                          f"{reported}); resumed from {_name(resumed_from)} (newest at "
+                          f"recovery {_name(ckpt)}){ahead}; checkpoint_interval_s "
+                          f"{self.args.checkpoint_s:g}"}
 
     # -- driver -----------------------------------------------------------------------------
     def chaos(self, order: list[str]) -> None:
@@ -617,7 +632,7 @@ class Soak:
         from actors.envs import probe_env_spec
         from explorer.app.rundir import record_resume
         from explorer.app.supervisor import Supervisor
-        from explorer.core.checkpoint import latest_checkpoint
+        from explorer.core.checkpoint import latest_checkpoint, read_progress
         from explorer.core.config import load_config
 
         order = [f for f in FAULTS if f in self.args.faults and f != "learner_kill9"]
@@ -630,6 +645,7 @@ class Soak:
         spec = probe_env_spec(cfg.env)
         self.done = False
         self.resumed_from = None
+        self.progress_at_kill = None
         threads = [threading.Thread(target=self.sampler, daemon=True),
                    threading.Thread(target=self.chaos, args=(order,), daemon=True)]
         sup = Supervisor(cfg, spec, self.run_dir)
@@ -643,6 +659,8 @@ class Soak:
             log(f"run ended: {result.reason} (checkpoint {result.checkpoint})")
             if result.reason != "learner_failed" or self.done:
                 break
+            # every process of the run is gone, the resumed learner not started yet
+            self.progress_at_kill = read_progress(self.run_dir)
             # as `explorer run --resume RUN_DIR` does
             ckpt = latest_checkpoint(self.ckpt_dir)
             if ckpt is None:
@@ -735,8 +753,8 @@ def main() -> int:
     parser.add_argument("--llm-down-s", type=float, default=10.0,
                         help="seconds the LLM server stays dead")
     parser.add_argument("--full-s", type=float, default=15.0, help="seconds a disk stays full")
-    parser.add_argument("--checkpoint-s", type=float, default=5.0,
-                        help="the run's checkpoint_interval_s")
+    parser.add_argument("--checkpoint-s", type=float, default=0.0,
+                        help="the run's checkpoint_interval_s (0: after every update)")
     parser.add_argument("--garbage", type=int, default=200, help="malformed messages per socket")
     args = parser.parse_args()
     args.faults = [f for f in args.faults.split(",") if f]
