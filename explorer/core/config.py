@@ -146,9 +146,9 @@ class RetrievalConfig:
     k: int = _field(0, ge=0)
     #: Steps per trajectory chunk (chunks are aligned at the episode's first step).
     chunk_len: int = _field(8, ge=1)
-    #: Where chunks come from: ``episode`` (the env's current episode, the last
-    #: ``window_chunks`` chunks, carried as the recurrent state). ``run`` (a memory shared
-    #: across episodes and actors) is not built yet.
+    #: Where chunks come from, within the window (the env's last ``window_chunks`` chunks,
+    #: carried as the recurrent state): ``episode`` (the current episode's chunks) or ``run``
+    #: (the env's earlier episodes' chunks too, while they are in the window).
     source: str = _field("episode", choices=("episode", "run"))
     #: Chunks of the past the window holds (the state is ``window_chunks * chunk_len`` steps).
     window_chunks: int = _field(16, ge=1)
@@ -698,9 +698,6 @@ def _check_retrieval(cfg: Config) -> list[str]:
     if model.retrieval.k == 0:
         return []
     problems = []
-    if model.retrieval.source == "run":
-        problems.append("learner.model.retrieval.source: 'run' (a memory shared across "
-                        "episodes and actors) is not built yet; use 'episode'")
     if model.core != "none":
         problems.append("learner.model.retrieval.k: retrieval is a core of its own; needs "
                         "learner.model.core=none")

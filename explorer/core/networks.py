@@ -584,9 +584,10 @@ class ActorCritic(nn.Module):
             if cfg.core != "none":
                 raise ValueError(f"retrieval is a core of its own: needs core 'none', not "
                                  f"{cfg.core!r}")
+            source = getattr(retrieval, "source", "episode")
             self.core = RetrievalCore(features, k=retrieval.k, chunk_len=retrieval.chunk_len,
                                       window_chunks=retrieval.window_chunks,
-                                      key_dim=retrieval.key_dim)
+                                      key_dim=retrieval.key_dim, cross_episode=source == "run")
             self.core_size = self.core.state_size  # the state is the window, not the width
             features = self.core.out_size
         elif cfg.core == "gru":

@@ -1,13 +1,17 @@
-"""Retrieval-augmented core (RA-RL, Goyal et al. 2022, arXiv:2206.05314), episodic source.
+"""Retrieval-augmented core (RA-RL, Goyal et al. 2022, arXiv:2206.05314) over the env's past.
 
 The core sits where the GRU would: between the encoder and the policy / value heads. Its memory
-is the env's own current episode, cut into chunks of ``chunk_len`` steps aligned at the
-episode's first step. At each step the encoder's features ``x_t`` query the memory:
+is the env's own recent past (the window), cut into chunks of ``chunk_len`` steps aligned at
+each episode's first step. Source ``episode`` retrieves chunks of the current episode only;
+source ``run`` (``cross_episode``) also chunks of the env's earlier episodes still inside the
+window (a chunk never straddles two episodes). At each step the encoder's features ``x_t``
+query the memory:
 
 1. keys: a chunk's summary is the mean of its states' features, projected to ``key_dim``;
    the query is ``x_t`` projected; scores are scaled dot products;
-2. retrieval: the top ``k`` completed chunks of the same episode inside the window (the last
-   ``window_chunks * chunk_len`` steps) -- fewer, or none, early in an episode;
+2. retrieval: the top ``k`` completed chunks inside the window (the last
+   ``window_chunks * chunk_len`` steps) of the same episode (or of any, for ``run``) --
+   fewer, or none, early on;
 3. attention across the retrieved chunks (softmax of their scores), then across the states
    inside each chunk (softmax of ``x_t``'s query against each state's key), giving a
    ``key_dim`` summary of what was retrieved (zeros when nothing was);
@@ -62,7 +66,8 @@ class RetrievalCore(nn.Module):
     """
 
     def __init__(self, features: int, *, k: int, chunk_len: int, window_chunks: int,
-                 key_dim: int = 32, out_size: int | None = None) -> None:
+                 key_dim: int = 32, out_size: int | None = None,
+                 cross_episode: bool = False) -> None:
         """Builds the projections.
 
         Args:
@@ -72,6 +77,8 @@ class RetrievalCore(nn.Module):
             window_chunks: Chunks the window holds (>= 1).
             key_dim: d, width of keys, queries and values.
             out_size: H (default F).
+            cross_episode: Chunks of the env's earlier episodes inside the window are
+                retrievable too (``source: run``); else only the current episode's.
 
         Raises:
             ValueError: A size below 1.
@@ -82,6 +89,7 @@ class RetrievalCore(nn.Module):
                              f"chunk_len={chunk_len}, window_chunks={window_chunks}, "
                              f"key_dim={key_dim}")
         self.features, self.k, self.chunk_len, self.key_dim = features, k, chunk_len, key_dim
+        self.cross_episode = cross_episode
         self.window = window_chunks * chunk_len
         self.slot_size = 2 + 3 * key_dim
         self.state_size = self.window * self.slot_size + 1 + (chunk_len - 1) * key_dim
@@ -165,8 +173,9 @@ class RetrievalCore(nn.Module):
         pos = torch.arange(seq, device=x.device)
         at = window + torch.arange(steps, device=x.device)  # (T,) query positions
         in_window = (pos[None] < at[:, None]) & (pos[None] - length + 1 >= at[:, None] - window)
-        same = episode[window:].unsqueeze(-1) == episode.T.unsqueeze(0)  # (T, B, S)
-        usable = in_window[:, None, :] & same & ends.T.unsqueeze(0)  # (T, B, S)
+        usable = in_window[:, None, :] & ends.T.unsqueeze(0)  # (T, B, S)
+        if not self.cross_episode:  # the query's own episode only
+            usable = usable & (episode[window:].unsqueeze(-1) == episode.T.unsqueeze(0))
         scores = scores.masked_fill(~usable, float("-inf"))
         top, index = scores.topk(min(self.k, seq), dim=-1)  # (T, B, k')
         found = torch.isfinite(top)
@@ -224,7 +233,7 @@ class RetrievalCore(nn.Module):
         retrieved = np.empty((batch, d), np.float32)
         step_window(flat, new, np.asarray(start.numpy(), bool), proj, chunk_proj, b_proj,
                     b_chunk, 1.0 / math.sqrt(d), self.window, self.chunk_len, self.k,
-                    retrieved)
+                    self.cross_episode, retrieved)
         out = np.concatenate([x_np, retrieved], 1) @ w_out.T  # (B, H)
         out += b_out
         np.maximum(out, 0, out=out)

@@ -21,7 +21,7 @@ __all__ = ["step_window"]
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp", "nsz"})
 def step_window(state: np.ndarray, new: np.ndarray, start: np.ndarray, proj: np.ndarray,
                 chunk_proj: np.ndarray, proj_bias: np.ndarray, chunk_bias: np.ndarray,
-                scale: float, window: int, chunk_len: int, k: int,
+                scale: float, window: int, chunk_len: int, k: int, cross_episode: bool,
                 retrieved: np.ndarray) -> None:
     """One step of ``RetrievalCore`` for B envs, all but its dense layers.
 
@@ -40,13 +40,16 @@ def step_window(state: np.ndarray, new: np.ndarray, start: np.ndarray, proj: np.
         window: W.
         chunk_len: L.
         k: chunks retrieved at most.
+        cross_episode: chunks of the env's earlier episodes in the window count too.
         retrieved: ``(B, d)`` output: the two-level attention's summary (0 if none usable).
     """
     batch = proj.shape[0]
     d = chunk_bias.shape[0]
     size = 2 + 3 * d  # P; slot s of env b starts at state[b, s * P]
     heads = window * size  # the head's column; the newest projections follow it
-    chunks = window // chunk_len
+    # candidates: the current episode's chunk ends (W / L of them) or, across episodes,
+    # any slot of the window
+    chunks = window if cross_episode else window // chunk_len
     picks = min(k, chunks)
     query = np.empty(2 * d, np.float32)
     scores = np.empty(chunks, np.float32)
@@ -60,15 +63,24 @@ def step_window(state: np.ndarray, new: np.ndarray, start: np.ndarray, proj: np.
         for i in range(2 * d):
             query[i] = (proj[b, i] + proj_bias[i]) * scale
         retrieved[b, :] = 0.0
-        # the chunk ends of this episode lie at ages n % L + 1 + jL; a chunk is usable when
-        # it is whole (its end is step >= L - 1) and its first step is still in the window
+        # a chunk is usable when it is whole (its end is step >= L - 1 of its episode) and
+        # its first step is still in the window; this episode's chunk ends lie at ages
+        # n % L + 1 + jL
         limit = min(n - chunk_len + 1, window - chunk_len + 1)
         usable = 0
         for j in range(chunks):
-            age = n % chunk_len + 1 + j * chunk_len
-            slot = (head + 1 - age) % window
+            if cross_episode:  # a slot of age j + 1 ends a whole chunk of its episode
+                age = j + 1
+                slot = (head + 1 - age) % window
+                step = int(state[b, slot * size])
+                ok = (age <= window - chunk_len + 1 and step >= chunk_len - 1
+                      and (step + 1) % chunk_len == 0)
+            else:
+                age = n % chunk_len + 1 + j * chunk_len
+                slot = (head + 1 - age) % window
+                ok = age <= limit
             ends[j] = slot
-            if age <= limit and state[b, slot * size + 1] > 0.5:
+            if ok and state[b, slot * size + 1] > 0.5:
                 acc = np.float32(0.0)
                 for i in range(d):
                     acc += state[b, slot * size + 2 + i] * query[i]

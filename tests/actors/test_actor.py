@@ -25,9 +25,12 @@ VERSION = 7
 
 
 #: Model overrides per core: "retrieval" attends over chunks of the episode's past (k=3 of
-#: 4-step chunks in a 6-chunk window; random CartPole episodes last ~20 steps).
+#: 4-step chunks in a 6-chunk window; random CartPole episodes last ~20 steps), "retrieval_run"
+#: also over chunks of the env's earlier episodes still in that window.
 CORES = {"none": ["learner.model.core=none"], "gru": ["learner.model.core=gru"],
-         "retrieval": ["learner.model.retrieval={k: 3, chunk_len: 4, window_chunks: 6}"]}
+         "retrieval": ["learner.model.retrieval={k: 3, chunk_len: 4, window_chunks: 6}"],
+         "retrieval_run": ["learner.model.retrieval={k: 3, chunk_len: 4, window_chunks: 6, "
+                           "source: run}"]}
 
 
 def _collect(core: str, tmp_path: Path, num_rollouts: int = 3):
@@ -75,7 +78,7 @@ def _collect(core: str, tmp_path: Path, num_rollouts: int = 3):
     return cfg, model, messages
 
 
-@pytest.mark.parametrize("core", ["none", "gru", "retrieval"])
+@pytest.mark.parametrize("core", ["none", "gru", "retrieval", "retrieval_run"])
 def test_learner_recomputes_behaviour_logp_and_values(core: str, tmp_path: Path) -> None:
     _, model, messages = _collect(core, tmp_path)
     assert [m.seq for m in messages] == [0, 1, 2]

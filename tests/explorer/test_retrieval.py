@@ -21,6 +21,7 @@ class Retrieval:
     chunk_len: int = L
     window_chunks: int = M
     key_dim: int = 8
+    source: str = "episode"
 
 
 @dataclass
@@ -86,15 +87,48 @@ def test_retrieval_finds_the_matching_chunk() -> None:
     start[4] = True
     out, _ = net(x, torch.zeros(1, net.state_size), start)
     torch.testing.assert_close(out[4:, 0, 2:], torch.zeros(2, 2))
+    # source ``run``: the new episode still retrieves the earlier episode's [b b] (steps 2-3)
+    net.cross_episode = True
+    out, _ = net(x, torch.zeros(1, net.state_size), start)
+    torch.testing.assert_close(out[4, 0, 2:], 10 * b, atol=1e-3, rtol=0)
 
 
+def test_run_source_keeps_chunks_across_episodes_until_they_leave_the_window() -> None:
+    """One 9-step episode (whole chunks: steps 0-2, 3-5, 6-8), then 1-step episodes (too short
+    for a chunk). ``episode`` retrieves nothing in them; ``run`` retrieves the first episode's
+    chunks while the newest one's first step (6) is inside the window of W = 12 steps (query
+    steps 9-18), then nothing; the actor's step-by-step path agrees."""
+    steps = 24
+    x = torch.randn(steps, 1, F, generator=torch.Generator().manual_seed(1))
+    start = torch.zeros(steps, 1, dtype=torch.bool)
+    start[0] = True
+    start[9:] = True
+    outs = {}
+    for cross in (False, True):
+        net = core()
+        net.cross_episode = cross
+        with torch.no_grad():
+            outs[cross], _ = net(x, torch.zeros(1, net.state_size), start)
+            if cross:
+                state, stepped = torch.zeros(1, net.state_size), []
+                for t in range(steps):
+                    out_t, state = net(x[t:t + 1], state, start[t:t + 1])
+                    stepped.append(out_t)
+                torch.testing.assert_close(torch.cat(stepped), outs[True], atol=1e-5, rtol=0)
+            no_memory = torch.relu(net.out(torch.cat([x, torch.zeros(steps, 1, 8)], -1)))
+    torch.testing.assert_close(outs[False][9:], no_memory[9:])
+    for t in range(9, steps):
+        assert torch.allclose(outs[True][t], no_memory[t]) == (t > 18), t
+
+
+@pytest.mark.parametrize("source", ["episode", "run"])
 @pytest.mark.parametrize("k", [2, 20])  # 20 > W: every usable chunk
-def test_step_by_step_equals_one_sequence(k: int) -> None:
+def test_step_by_step_equals_one_sequence(k: int, source: str) -> None:
     """The actor's per-step forward (one slot written into the ring) equals the learner's
     sequence forward (the ring unrolled): equal inputs, equal log-probs, equal states, after
     the ring has wrapped around three times."""
     torch.manual_seed(0)
-    model = ActorCritic(SPEC, 4, Cfg(retrieval=Retrieval(k=k)))
+    model = ActorCritic(SPEC, 4, Cfg(retrieval=Retrieval(k=k, source=source)))
     steps, batch = 40, 3
     obs = {"obs": torch.randn(steps, batch, 5)}
     start = starts(steps, batch, (9, 0), (17, 1), (30, 2), (31, 2))
@@ -134,13 +168,16 @@ def test_bad_configs_are_clear_errors() -> None:
         RetrievalCore(4, k=0, chunk_len=2, window_chunks=2)
 
 
+@pytest.mark.parametrize("cross_episode", [False, True])
 @pytest.mark.parametrize(("chunk_len", "k"), [(L, 2), (1, 3), (2, 9)])
-def test_actor_step_equals_a_sequence_of_one(chunk_len: int, k: int) -> None:
+def test_actor_step_equals_a_sequence_of_one(chunk_len: int, k: int,
+                                             cross_episode: bool) -> None:
     """A step without autograd (the actor's compiled path) equals the same step with autograd
     on (the sequence path, T = 1), mid-episode with a full window and at an episode start;
     also with one-step chunks and with k above the window's chunks."""
     torch.manual_seed(0)
-    net = RetrievalCore(F, k=k, chunk_len=chunk_len, window_chunks=M, key_dim=8)
+    net = RetrievalCore(F, k=k, chunk_len=chunk_len, window_chunks=M, key_dim=8,
+                        cross_episode=cross_episode)
     steps = 2 * net.window + 1
     x = torch.randn(steps, 3, F)
     with torch.no_grad():
