@@ -166,6 +166,43 @@ def test_ray_run_restarts_a_killed_actor_and_stop_writes_checkpoint(tmp_path: Pa
     assert result.last_status["received_bytes"] > 0
 
 
+@requires_ray
+@pytest.mark.timeout(180)
+def test_ray_learner_takes_the_clusters_gpu_and_actors_take_none(tmp_path: Path) -> None:
+    """On a cluster that has a GPU (declared here: Ray counts GPUs as resources, this machine
+    has none) the learner's Ray actor reserves it and the actors reserve none; the learner
+    then trains on whatever torch sees (the CPU here, CUDA on a GPU node)."""
+    import ray
+
+    from actors.envs import probe_env_spec
+    from explorer.app.rundir import create_run_dir
+    from explorer.app.supervisor import Supervisor
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False,
+             _node_ip_address="127.0.0.1", configure_logging=False, log_to_driver=True)
+    try:
+        cfg = load_config(CARTPOLE, [f"runs_dir={tmp_path}", "total_env_steps=10000000",
+                                     "target_return=null", "launcher=ray"])
+        sup = Supervisor(cfg, probe_env_spec(cfg.env), create_run_dir(cfg, ["test"]))
+        seen: dict[str, float] = {}
+
+        def watch() -> None:
+            try:
+                wait_for(lambda: sup.last_status.get("updates", 0) > 3, 120, "training")
+                seen["gpus_free"] = ray.available_resources().get("GPU", 0.0)
+                seen["gpus"] = ray.cluster_resources().get("GPU", 0.0)
+            finally:
+                sup.stop_event.set()
+
+        result = run_beside(sup, watch)
+    finally:
+        ray.shutdown()
+    assert seen == {"gpus_free": 0.0, "gpus": 1.0}, (seen, sup.events)
+    assert result.reason == "stopped" and result.env_steps > 0, result
+
+
 def _run_cli(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "explorer.app.cli", "run", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
