@@ -7,12 +7,15 @@ Runs ``configs/minigrid_ra.yaml`` (MiniGrid-MemoryS7, PPO, MLP torso) through th
 * ``gru``: a GRU core of 128 (``learner.model.core=gru``, retrieval off);
 * ``retrieval``: the config as shipped (top 10 of 4-step chunks in a 16-chunk window).
 
-Each run stops at ``--steps`` env steps. Reported per variant: the mean return of the last 100
-episodes at the end (median and range over seeds), the return curve (TensorBoard
-``episode/return`` at 10 equal env-step checkpoints, mean over seeds) and training fps. Prints
-a table, then as its LAST stdout line one JSON object with every figure::
+Each run stops at ``--steps`` env steps; ``--extend`` continues the runs already in
+``--runs-dir`` to ``--steps`` (``explorer run --resume``: weights, optimiser and counters from
+the newest checkpoint; envs and recurrent states start afresh). Reported per variant: the
+mean return of the last 100 episodes at the end (median and range over seeds), the return
+curve (TensorBoard ``episode/return`` at 10 equal env-step checkpoints, mean over seeds) and
+training fps. Prints a table, then as its LAST stdout line one JSON object with every figure::
 
-    python benchmarks/memory_agents.py --steps 300000 --seeds 1 2 3
+    python benchmarks/memory_agents.py --steps 2000000 --seeds 1 2 3
+    python benchmarks/memory_agents.py --steps 4000000 --seeds 1 2 3 --extend
 """
 
 from __future__ import annotations
@@ -50,12 +53,22 @@ def read_returns(run_dir: Path) -> list[tuple[int, float]]:
     return sorted(points)
 
 
-def run(variant: str, seed: int, steps: int, root: Path) -> dict[str, Any]:
+def run(variant: str, seed: int, steps: int, root: Path, extend: bool = False
+        ) -> dict[str, Any]:
     runs = root / f"{variant}-{seed}"
-    shutil.rmtree(runs, ignore_errors=True)
-    cmd = [sys.executable, "-m", "explorer.app.cli", "run", "--quiet", str(CONFIG),
-           f"seed={seed}", f"total_env_steps={steps}", f"runs_dir={runs}",
-           f"name={variant}", *VARIANTS[variant]]
+    already = 0  # env steps the run had before this call
+    if extend:
+        (previous,) = [p for p in runs.iterdir() if p.is_dir()]
+        from explorer.core.checkpoint import checkpoint_env_steps, latest_checkpoint
+
+        already = checkpoint_env_steps(latest_checkpoint(previous / "checkpoints"))
+        cmd = [sys.executable, "-m", "explorer.app.cli", "run", "--quiet", "--resume",
+               str(previous), f"total_env_steps={steps}"]
+    else:
+        shutil.rmtree(runs, ignore_errors=True)
+        cmd = [sys.executable, "-m", "explorer.app.cli", "run", "--quiet", str(CONFIG),
+               f"seed={seed}", f"total_env_steps={steps}", f"runs_dir={runs}",
+               f"name={variant}", *VARIANTS[variant]]
     start = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
     wall = time.monotonic() - start
@@ -68,7 +81,7 @@ def run(variant: str, seed: int, steps: int, root: Path) -> dict[str, Any]:
         upto = [v for s, v in points if s <= steps * i / 10]
         curve.append(upto[-1] if upto else None)
     return {"variant": variant, "seed": seed, "final": points[-1][1] if points else None,
-            "curve": curve, "fps": steps / wall, "wall_s": wall}
+            "curve": curve, "fps": (steps - already) / wall, "wall_s": wall}
 
 
 def main() -> None:
@@ -77,11 +90,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/explorer-memory-agents"))
+    parser.add_argument("--extend", action="store_true",
+                        help="continue the runs in --runs-dir to --steps (--resume)")
     args = parser.parse_args()
     records = []
     for seed in args.seeds:
         for variant in args.variants:
-            record = run(variant, seed, args.steps, args.runs_dir)
+            record = run(variant, seed, args.steps, args.runs_dir, args.extend)
             records.append(record)
             print(f"{variant:>9} seed {seed}: final {record['final']:.3f}  "
                   f"{record['fps']:,.0f} env steps/s", flush=True)
