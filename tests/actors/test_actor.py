@@ -43,6 +43,10 @@ def _collect(core: str, tmp_path: Path, num_rollouts: int = 3):
     model.value_std.fill_(3.0)
     ctx = zmq.Context()
     pull, pub = ctx.socket(zmq.PULL), ctx.socket(zmq.PUB)
+    # as the learner's: no backlog of weights for an actor that is busy (compiling a kernel),
+    # which libzmq can trip over at ctx.term() in a process holding both ends
+    pub.setsockopt(zmq.SNDHWM, 2)
+    pub.setsockopt(zmq.LINGER, 0)
     pull.bind(f"ipc://{tmp_path}/r")
     pub.bind(f"ipc://{tmp_path}/w")
     stop = threading.Event()
