@@ -26,7 +26,8 @@ learner_kill9      SIGKILL of the learner; the run ends naming its checkpoint; r
 
 The run checkpoints after every update (``--checkpoint-s 0``, the default:
 ``checkpoint_interval_s: 0``), so the learner's kill -9 should lose no env steps; give
-``--checkpoint-s N`` to measure what an N-second interval loses instead.
+``--checkpoint-s N`` to see what an N-second interval loses instead (a lower bound: with an
+interval the learner records its count once a second, not after every update).
 
 Per fault: survived (the victim is back or was never lost, training goes on), data lost
 (label rows present before the fault and missing after it; texts received during a full disk
@@ -569,7 +570,8 @@ class Soak:
         # what the dead learner had counted as trained: its progress record, read by the
         # main thread after the run ended and before the resumed learner started
         counted = (self.progress_at_kill or {}).get("env_steps")
-        source = "progress.json"
+        source = ("progress.json" if (self.progress_at_kill or {}).get("checkpoint_every_update")
+                  else "progress.json, once a second with an interval: a lower bound")
         if counted is None:  # a learner that never wrote one: the status, a lower bound
             counted, source = reported, "no progress.json: the last status, a lower bound"
         kept = checkpoint_env_steps(resumed_from) if resumed_from else 0

@@ -276,10 +276,12 @@ class LearnerWorker:
         reported anywhere (weights, status, TensorBoard). With every-update checkpoints the
         checkpoint is written first, then ``progress.json``: a kill -9 at any point loses no
         env steps that left this process as trained (unless that checkpoint failed: a full
-        disk, counted in ``perf/checkpoint_failures`` and visible in ``progress.json``)."""
-        if self.env_steps == self.progress_steps:
+        disk, counted in ``perf/checkpoint_failures`` and visible in ``progress.json``).
+        With an interval nothing is written here (no file I/O per update): ``progress.json``
+        follows the status reports and the checkpoints."""
+        if not self.checkpoint_every_update or self.env_steps == self.progress_steps:
             return
-        if self.checkpoint_every_update and self.env_steps != self.checkpointed_steps:
+        if self.env_steps != self.checkpointed_steps:
             self._periodic_checkpoint()
         self.write_progress()
 
@@ -515,6 +517,8 @@ class LearnerWorker:
             if now - self.last_publish > (_REPUBLISH_S if self.received else _STARTUP_REPUBLISH_S):
                 self.publish()
             if now - last_status > _STATUS_S:
+                if self.env_steps != self.progress_steps:  # with an interval: once a second
+                    self.write_progress()
                 self._put_status("status", self.status())
                 last_status = now
             if now - last_log > cfg.log_interval_s:

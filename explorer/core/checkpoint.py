@@ -169,9 +169,10 @@ def checkpoint_env_steps(path: Path) -> int:
 def write_progress(run_dir: Path, record: dict[str, Any]) -> None:
     """Atomically replace ``run_dir/progress.json`` with ``record`` (JSON).
 
-    The learner rewrites it whenever its env-step count moves, at the moment the count is
-    reported (after the update's checkpoint when there is one per update), so after a kill it
-    holds the count at the kill, to compare with the checkpoint a resumed run starts from. No
+    With a checkpoint per update the learner rewrites it after each update's checkpoint,
+    before the count is reported anywhere, so after a kill it holds the count at the kill, to
+    compare with the checkpoint a resumed run starts from; with an interval, with each status
+    report (once a second) and checkpoint, so it is then a lower bound of the count. No
     fsync: the file must survive the process (a kill -9 keeps the page cache), not the
     machine; a crash of the machine may leave it older than the newest checkpoint.
 

@@ -25,7 +25,7 @@ the members, besides the next step, of the next chunk, whose key is the projecti
 mean, i.e. the mean of their projections plus the bias. A step's projections enter the window
 as the network computed them at that step, and leave it W steps later: nothing is re-encoded,
 so an actor step projects one new state, not the window. An actor step (T = 1) works on the
-ring as it lies: it scores the stored keys of the chunks its episode can use, gathers the
+ring as it lies: it scores the stored keys of the chunks it can use, gathers the
 picked chunks' slots, and writes its one new slot over the oldest (into a copy of the state:
 one memcpy, no re-layout of the window). A sequence (the learner's T > 1) unrolls the ring
 into time order once, and writes its result back as the ring a step-by-step run would have
@@ -99,9 +99,6 @@ class RetrievalCore(nn.Module):
         self.project = nn.Linear(features, 4 * key_dim)
         self.chunk_key = nn.Linear(features, key_dim)  # of a chunk's mean features
         self.out = nn.Linear(features + key_dim, self.out_size)
-        # index helpers of the actor's step (NumPy, made once, not saved with the weights)
-        self._lattice = chunk_len * np.arange(window_chunks)  # (M,) ages of chunk ends
-        self._offsets = np.arange(1 - chunk_len, 1)  # (L,) a chunk's slots from its end
 
     def _split(self, slots: Tensor) -> list[Tensor]:
         """Slots ``(..., P)`` -> episode step, valid, chunk key ``d`` (set where a chunk ends),
