@@ -147,12 +147,16 @@ def test_dead_llm_server_never_stalls_training_and_labelling_resumes(tmp_path: P
             wait_for(lambda: _rows(db) >= 5 and sup.last_status.get("env_steps", 0) > 0, 240,
                       "first labels and a learner status")
             server.stop()
-            observed["rows_at_kill"] = _rows(db)
             observed["steps_at_kill"] = sup.last_status["env_steps"]
-            time.sleep(15)
+            # replies sent just before the stop are still being stored: give them longer
+            # than the client's timeout, then nothing more may be labelled
+            time.sleep(5)
+            observed["rows_at_kill"] = _rows(db)
+            time.sleep(10)
             observed["steps_while_dead"] = sup.last_status["env_steps"]
             observed["rows_while_dead"] = _rows(db)
             observed["seen_while_dead"] = _rows(db, "seen")
+            observed["answered_before_kill"] = sum(map(len, server.seen_messages))
             server.start()  # same port
             wait_for(lambda: _rows(db) > observed["rows_while_dead"], 120, "labels again")
             wait_for(lambda: _rows(db) >= observed["seen_while_dead"], 120,
@@ -173,6 +177,8 @@ def test_dead_llm_server_never_stalls_training_and_labelling_resumes(tmp_path: P
     assert "chaos_error" not in observed, observed["chaos_error"]
     assert observed["steps_while_dead"] > observed["steps_at_kill"]  # training went on
     assert observed["rows_while_dead"] == observed["rows_at_kill"]  # nothing labelled...
+    # ...but every text the server answered before it went down was stored
+    assert observed["rows_at_kill"] == observed["answered_before_kill"]
     assert observed["seen_while_dead"] > observed["rows_at_kill"]  # ...while new texts waited
     sent = [m for request in server.seen_messages for m in request]
     assert len(sent) == len(set(sent)), "a text was sent to the LLM twice"
