@@ -192,10 +192,13 @@ class Actor:
 
     # -- stepping --------------------------------------------------------------------------
     @torch.inference_mode()
-    def _policy(self, obs: dict[str, np.ndarray], core: torch.Tensor, start: np.ndarray
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _policy(self, obs: dict[str, np.ndarray], core: torch.Tensor, start: np.ndarray,
+                in_place: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One policy step; ``in_place`` lets the core write its next state over ``core``
+        (the step loop's own state, copied into storage at each rollout's start)."""
         tobs = {k: v.unsqueeze(0) for k, v in obs_to_torch(obs, "cpu").items()}  # (1, B, ...)
-        logits, values, core = self.model(tobs, core, torch.from_numpy(start).unsqueeze(0))
+        logits, values, core = self.model(tobs, core, torch.from_numpy(start).unsqueeze(0),
+                                          in_place)
         return logits[0], values[0], core  # (B, A), (B,), (B, H)
 
     @torch.inference_mode()
@@ -229,7 +232,7 @@ class Actor:
                 for k, v in obs.items():
                     storage.obs[k][t] = v
                 storage.episode_start[t] = episode_start
-                logits, values, core = self._policy(obs, core, episode_start)
+                logits, values, core = self._policy(obs, core, episode_start, in_place=True)
                 storage.actions[t], storage.logp[t] = self._sample(logits)
                 storage.values[t] = values.numpy()
                 result: StepResult = self.env.step(storage.actions[t])

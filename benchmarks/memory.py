@@ -277,7 +277,7 @@ def _actor_fps(cfg: Any, seconds: float) -> dict[str, float]:
         t, t_cpu = time.perf_counter(), time.thread_time()
         with torch.inference_mode():
             tobs = {k: v.unsqueeze(0) for k, v in obs_to_torch(obs, "cpu").items()}
-            logits, _, state = model(tobs, state, start)
+            logits, _, state = model(tobs, state, start, in_place=True)  # as actors do
             gumbel = -torch.empty_like(logits[0]).exponential_().log()
             actions = (torch.log_softmax(logits[0], -1) + gumbel).argmax(-1).numpy()
         forward += time.perf_counter() - t

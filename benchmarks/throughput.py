@@ -155,7 +155,8 @@ def env_policy_worker(index: int, barrier: Any, results: Any, cfg: Config, spec:
     @torch.inference_mode()
     def step() -> None:
         tobs = {k: torch.from_numpy(v).unsqueeze(0) for k, v in state["obs"].items()}
-        logits, _, state["core"] = model(tobs, state["core"], state["start"])
+        logits, _, state["core"] = model(tobs, state["core"], state["start"],
+                                         in_place=True)  # as the actor steps
         # sample with the Gumbel-max trick (one fused draw) and keep the action log-prob
         logp = torch.log_softmax(logits[0], -1)  # (B, A)
         actions = (logp - torch.empty_like(logp).exponential_().log()).argmax(-1)  # (B,)

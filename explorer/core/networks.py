@@ -626,14 +626,16 @@ class ActorCritic(nn.Module):
         return torch.zeros(batch_size, self.core_size, device=self.policy.weight.device)
 
     def forward(
-        self, obs: dict[str, Tensor], core_state: Tensor, episode_start: Tensor
+        self, obs: dict[str, Tensor], core_state: Tensor, episode_start: Tensor,
+        in_place: bool = False,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Runs T steps for B envs; returns the main value head only (see ``forward_all``)."""
-        logits, values, core_state = self.forward_all(obs, core_state, episode_start)
+        logits, values, core_state = self.forward_all(obs, core_state, episode_start, in_place)
         return logits, values[..., 0], core_state
 
     def forward_all(
-        self, obs: dict[str, Tensor], core_state: Tensor, episode_start: Tensor
+        self, obs: dict[str, Tensor], core_state: Tensor, episode_start: Tensor,
+        in_place: bool = False,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Runs T steps for B envs, with every value head.
 
@@ -641,6 +643,9 @@ class ActorCritic(nn.Module):
             obs: Key -> ``(T, B, *shape)``; keys the encoder does not use are ignored.
             core_state: ``(B, H)`` state before step 0.
             episode_start: ``(T, B)`` bool; the core state is zeroed before step t where True.
+            in_place: The core may write the next state into ``core_state``'s memory and
+                return it (the retrieval core's actor step: no copy of the window per step);
+                for callers that drop the old state, as an actor's step loop does.
 
         Returns:
             logits ``(T, B, A)``, values ``(T, B, V)``, next core state ``(B, H)``.
@@ -651,7 +656,7 @@ class ActorCritic(nn.Module):
         value_x = x if self.critic_encoder is None else self.critic_encoder(flat)  # (T*B, F)
         if isinstance(self.core, RetrievalCore):
             out, core_state = self.core(unflatten_time_batch(x, steps, batch), core_state,
-                                        episode_start)  # (T, B, H)
+                                        episode_start, in_place)  # (T, B, H)
             x = value_x = flatten_time_batch(out)  # (T*B, H)
         elif self.core is not None:
             x = unflatten_time_batch(x, steps, batch)  # (T, B, F)

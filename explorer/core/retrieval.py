@@ -120,20 +120,27 @@ class RetrievalCore(nn.Module):
         pad = per_step.new_zeros((self.chunk_len - 1, *per_step.shape[1:]))
         return torch.cat([pad, per_step]).unfold(0, self.chunk_len, 1).transpose(2, 3)
 
-    def forward(self, x: Tensor, state: Tensor, episode_start: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, state: Tensor, episode_start: Tensor,
+                in_place: bool = False) -> tuple[Tensor, Tensor]:
         """Runs T steps for B envs.
 
         Args:
             x: ``(T, B, F)`` encoder features.
             state: ``(B, state_size)`` window before step 0 (zeros: empty).
             episode_start: ``(T, B)`` bool; step t begins an episode.
+            in_place: An actor's step (T = 1, no autograd, CPU float32) may write the new
+                window into ``state``'s memory and return ``state``: it then touches one
+                slot per env, not a copy of the whole window. The caller must not need the
+                old window afterwards. Ignored on every other path.
 
         Returns:
             ``(T, B, H)`` outputs and the window after step T-1 ``(B, state_size)``.
         """
         if (x.shape[0] == 1 and not torch.is_grad_enabled() and x.device.type == "cpu"
-                and x.dtype == state.dtype == torch.float32):  # an actor's step
-            return self._step(x[0], state, episode_start[0])
+                and x.dtype == state.dtype == torch.float32
+                and state.is_contiguous()):  # an actor's step
+            return self._step(x.numpy()[0], state, np.asarray(episode_start.numpy()[0], bool),
+                              in_place)
         steps, batch, _ = x.shape
         window, length = self.window, self.chunk_len
         ring, head, p_recent = self._parts(state)
@@ -200,51 +207,46 @@ class RetrievalCore(nn.Module):
         return out, torch.cat([ring.reshape(batch, -1), head[:, None].to(ring.dtype),
                                recent[steps:].detach().transpose(0, 1).reshape(batch, -1)], 1)
 
-    def _step(self, x: Tensor, state: Tensor, start: Tensor) -> tuple[Tensor, Tensor]:
+    def _step(self, x: np.ndarray, state: Tensor, start: np.ndarray,
+              in_place: bool) -> tuple[Tensor, Tensor]:
         """One step (the actor's), on the ring as it lies; equals ``forward`` with T = 1.
 
         For inference only (no autograd, float32, on the CPU; ``forward`` runs any other step
-        as a sequence of one). An actor's cost here is the count of small ops, not their size:
-        the dense layers are one NumPy (BLAS) product each, batched over envs, and the rest
-        (scoring the chunk ends an episode can have, top k, the two softmaxes, writing the new
-        slot) is one compiled loop per env (``retrieval_kernel.step_window``).
+        as a sequence of one). An actor's cost here is the count of calls, not their size: the
+        whole step is one compiled call (``retrieval_kernel.core_step``).
 
         Args:
             x: ``(B, F)`` features.
             state: ``(B, state_size)``.
             start: ``(B,)`` bool, this step begins an episode.
+            in_place: Write the new state into ``state``; else into a copy.
 
         Returns:
-            ``(1, B, H)`` output and the new state (a copy with one slot, the head and the
-            newest projections written).
+            ``(1, B, H)`` output and the new state (``state`` itself when ``in_place``).
         """
-        from explorer.core.retrieval_kernel import step_window  # numba: actors only
+        from explorer.core.retrieval_kernel import core_step  # numba: actors only
 
-        batch, d = x.shape[0], self.key_dim
-        w_proj, b_proj, w_chunk, b_chunk, w_out, b_out = self._numpy_weights()
         flat = state.numpy()  # (B, state_size)
-        x_np = x.numpy()  # (B, F)
-        proj = x_np @ w_proj.T  # (B, 4d) without bias: chunk query, state query, key, value
-        chunk_proj = x_np @ w_chunk.T  # (B, d) without bias
-        new = flat.copy()
-        retrieved = np.empty((batch, d), np.float32)
-        step_window(flat, new, np.asarray(start.numpy(), bool), proj, chunk_proj, b_proj,
-                    b_chunk, 1.0 / math.sqrt(d), self.window, self.chunk_len, self.k,
-                    self.cross_episode, retrieved)
-        out = np.concatenate([x_np, retrieved], 1) @ w_out.T  # (B, H)
-        out += b_out
-        np.maximum(out, 0, out=out)
-        return torch.from_numpy(out)[None], torch.from_numpy(new)
+        new = flat if in_place else flat.copy()
+        out = np.empty((1, len(x), self.out_size), np.float32)
+        core_step(flat, new, start, x, *self._numpy_weights(), self.window, self.chunk_len,
+                  self.k, self.cross_episode, out[0])
+        return torch.from_numpy(out), state if in_place else torch.from_numpy(new)
 
     def _numpy_weights(self) -> tuple[np.ndarray, ...]:
         """NumPy views of the weights and biases of ``project``, ``chunk_key`` and ``out``.
 
         Views, not copies: actors write new weights into the parameters' memory in place (no
         version bump), and a view sees them. Rebuilt only when a parameter's storage moved.
+        The parameters are read from the layers' dicts: ``nn.Module.__getattr__`` would cost
+        the actor's step a few microseconds each.
         """
-        params = (self.project.weight, self.project.bias, self.chunk_key.weight,
-                  self.chunk_key.bias, self.out.weight, self.out.bias)
-        key = tuple(p.data_ptr() for p in params)
+        project, chunk_key, out = (self._modules[name]._parameters
+                                   for name in ("project", "chunk_key", "out"))
+        params = (project["weight"], project["bias"], chunk_key["weight"], chunk_key["bias"],
+                  out["weight"], out["bias"])
+        key = (params[0].data_ptr(), params[1].data_ptr(), params[2].data_ptr(),
+               params[3].data_ptr(), params[4].data_ptr(), params[5].data_ptr())
         if getattr(self, "_numpy_key", None) != key:
             self._numpy_views = tuple(p.detach().numpy() for p in params)
             self._numpy_key = key

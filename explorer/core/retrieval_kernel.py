@@ -1,9 +1,11 @@
-"""The retrieval core's actor step, compiled (numba): the part that is many tiny ops.
+"""The retrieval core's actor step, compiled (numba): one call for the whole core.
 
-An actor step over 16 envs scores 16 chunk ends per env, picks the top k, attends over their
-states and writes one slot of the window: a few thousand multiply-adds per env, but as NumPy
-~25 small array ops whose per-op overhead was the whole cost of retrieval in the actor. Here
-it is one loop per env; the dense layers stay one BLAS product each (``RetrievalCore._step``).
+An actor step over 16 envs projects 16 feature vectors, scores 16 chunk ends per env, picks
+the top k, attends over their states, writes one slot of the window and applies the output
+layer: a few hundred thousand multiply-adds, but as NumPy ~30 small array calls, each paying
+its dispatch and, between env steps, a cold cache. Inside an actor's loop that overhead,
+not the arithmetic, was the cost of retrieval; here it is one call: the dense layers are BLAS
+products (``np.dot``) and the rest one loop per env.
 
 Loaded on an actor's first retrieval step, never by the learner (its sequences run in torch,
 with autograd). ``cache=True`` keeps the compiled code on disk: only the first process on a
@@ -15,42 +17,48 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["step_window"]
+__all__ = ["core_step"]
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp", "nsz"})
-def step_window(state: np.ndarray, new: np.ndarray, start: np.ndarray, proj: np.ndarray,
-                chunk_proj: np.ndarray, proj_bias: np.ndarray, chunk_bias: np.ndarray,
-                scale: float, window: int, chunk_len: int, k: int, cross_episode: bool,
-                retrieved: np.ndarray) -> None:
-    """One step of ``RetrievalCore`` for B envs, all but its dense layers.
+def core_step(state: np.ndarray, new: np.ndarray, start: np.ndarray, x: np.ndarray,
+              w_proj: np.ndarray, b_proj: np.ndarray, w_chunk: np.ndarray,
+              b_chunk: np.ndarray, w_out: np.ndarray, b_out: np.ndarray, window: int,
+              chunk_len: int, k: int, cross_episode: bool, out: np.ndarray) -> None:
+    """One step of ``RetrievalCore`` for B envs.
 
     Args:
         state: ``(B, state_size)`` the flat state before this step, in ``RetrievalCore``'s
             layout: W slots of P = 2 + 3d (step, valid, chunk key, state key, state value),
-            the head, the chunk-key projections of the L - 1 newest steps; read only.
-        new: ``(B, state_size)`` a copy of ``state``, updated in place: this step's slot
-            over the oldest, the head moved onto it, the newest projections shifted by one.
+            the head, the chunk-key projections of the L - 1 newest steps.
+        new: ``(B, state_size)`` where the state after this step goes: a copy of ``state``
+            (then only this step's slot, the head and the newest projections are written) or
+            ``state`` itself (updated in place: each env's slot written is the oldest, read
+            before it is overwritten).
         start: ``(B,)`` bool, this step begins an episode.
-        proj: ``(B, 4d)`` this step's ``project`` without bias: chunk query, state query,
-            state key, state value.
-        chunk_proj: ``(B, d)`` this step's ``chunk_key`` projection without bias.
-        proj_bias: ``(4d,)``, chunk_bias: ``(d,)`` their biases.
-        scale: 1 / sqrt(d), the queries' scale.
+        x: ``(B, F)`` the encoder's features.
+        w_proj: ``(4d, F)``, b_proj: ``(4d,)`` the ``project`` layer: chunk query, state
+            query, state key, state value.
+        w_chunk: ``(d, F)``, b_chunk: ``(d,)`` the ``chunk_key`` layer.
+        w_out: ``(H, F + d)``, b_out: ``(H,)`` the ``out`` layer.
         window: W.
         chunk_len: L.
         k: chunks retrieved at most.
         cross_episode: chunks of the env's earlier episodes in the window count too.
-        retrieved: ``(B, d)`` output: the two-level attention's summary (0 if none usable).
+        out: ``(B, H)`` output: ``relu(out([x, retrieved]))``.
     """
-    batch = proj.shape[0]
-    d = chunk_bias.shape[0]
+    batch = x.shape[0]
+    d = b_chunk.shape[0]
+    scale = np.float32(1.0 / np.sqrt(d))
     size = 2 + 3 * d  # P; slot s of env b starts at state[b, s * P]
     heads = window * size  # the head's column; the newest projections follow it
     # candidates: the current episode's chunk ends (W / L of them) or, across episodes,
     # any slot of the window
     chunks = window if cross_episode else window // chunk_len
     picks = min(k, chunks)
+    proj = np.dot(x, w_proj.T)  # (B, 4d) without bias
+    chunk_proj = np.dot(x, w_chunk.T)  # (B, d) without bias
+    retrieved = np.zeros((batch, d), np.float32)
     query = np.empty(2 * d, np.float32)
     scores = np.empty(chunks, np.float32)
     ends = np.empty(chunks, np.int64)
@@ -58,11 +66,11 @@ def step_window(state: np.ndarray, new: np.ndarray, start: np.ndarray, proj: np.
     weights = np.empty(picks, np.float32)
     logits = np.empty(chunk_len, np.float32)
     for b in range(batch):
-        head = int(state[b, heads])
-        n = 0 if start[b] else int(state[b, head * size]) + 1
+        env = state[b]
+        head = int(env[heads])
+        n = 0 if start[b] else int(env[head * size]) + 1
         for i in range(2 * d):
-            query[i] = (proj[b, i] + proj_bias[i]) * scale
-        retrieved[b, :] = 0.0
+            query[i] = (proj[b, i] + b_proj[i]) * scale
         # a chunk is usable when it is whole (its end is step >= L - 1 of its episode) and
         # its first step is still in the window; this episode's chunk ends lie at ages
         # n % L + 1 + jL
@@ -72,7 +80,7 @@ def step_window(state: np.ndarray, new: np.ndarray, start: np.ndarray, proj: np.
             if cross_episode:  # a slot of age j + 1 ends a whole chunk of its episode
                 age = j + 1
                 slot = (head + 1 - age) % window
-                step = int(state[b, slot * size])
+                step = int(env[slot * size])
                 ok = (age <= window - chunk_len + 1 and step >= chunk_len - 1
                       and (step + 1) % chunk_len == 0)
             else:
@@ -80,10 +88,10 @@ def step_window(state: np.ndarray, new: np.ndarray, start: np.ndarray, proj: np.
                 slot = (head + 1 - age) % window
                 ok = age <= limit
             ends[j] = slot
-            if ok and state[b, slot * size + 1] > 0.5:
+            if ok and env[slot * size + 1] > 0.5:
                 acc = np.float32(0.0)
                 for i in range(d):
-                    acc += state[b, slot * size + 2 + i] * query[i]
+                    acc += env[slot * size + 2 + i] * query[i]
                 scores[j] = acc
                 usable += 1
             else:
@@ -112,7 +120,7 @@ def step_window(state: np.ndarray, new: np.ndarray, start: np.ndarray, proj: np.
                 at = ((first + m) % window) * size + 2 + d
                 acc = np.float32(0.0)
                 for i in range(d):
-                    acc += state[b, at + i] * query[d + i]
+                    acc += env[at + i] * query[d + i]
                 logits[m] = acc
                 high = max(high, acc)
             norm = np.float32(0.0)
@@ -124,10 +132,14 @@ def step_window(state: np.ndarray, new: np.ndarray, start: np.ndarray, proj: np.
                 at = ((first + m) % window) * size + 2 + 2 * d
                 w = logits[m] * share
                 for i in range(d):
-                    retrieved[b, i] += w * state[b, at + i]
+                    retrieved[b, i] += w * env[at + i]
         # last: ``new`` may be ``state`` itself (the slot written is the oldest, read above)
-        _write_step(state[b], new[b], n, proj[b], chunk_proj[b], proj_bias, chunk_bias, head,
-                    window, chunk_len, size, heads)
+        _write_step(env, new[b], n, proj[b], chunk_proj[b], b_proj, b_chunk, head, window,
+                    chunk_len, size, heads)
+    dense = np.dot(np.concatenate((x, retrieved), 1), w_out.T)  # (B, H) without bias
+    for b in range(batch):
+        for o in range(out.shape[1]):
+            out[b, o] = max(dense[b, o] + b_out[o], np.float32(0.0))
 
 
 @njit(cache=True, nogil=True, inline="always")

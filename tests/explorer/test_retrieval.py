@@ -188,6 +188,15 @@ def test_actor_step_equals_a_sequence_of_one(chunk_len: int, k: int,
     slow, slow_state = net(x[-1:], state, start)
     torch.testing.assert_close(fast, slow.detach(), atol=1e-5, rtol=0)
     torch.testing.assert_close(fast_state, slow_state, atol=1e-5, rtol=0)
+    # in place (an actor's step loop): the same step, written over the state it was given;
+    # the copying path above left that state as it was
+    assert not torch.equal(fast_state, state)
+    mine = state.clone()
+    with torch.no_grad():
+        in_place, returned = net(x[-1:], mine, start, in_place=True)
+    assert returned is mine
+    torch.testing.assert_close(in_place, fast, atol=0, rtol=0)
+    torch.testing.assert_close(mine, fast_state, atol=0, rtol=0)
 
 
 def test_loads_weights_saved_with_four_projection_layers() -> None:
