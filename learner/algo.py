@@ -357,6 +357,11 @@ class Learner:
                         self.value_norm.update(stream.head, target, mb.mask)
         metrics.update(reward_metrics)
         metrics.update(self.bonuses.update(batch))
+        core = self.model.core
+        if getattr(core, "memory_chunks", 0):  # the retrieval core's run memory
+            self.model.remember(batch.obs, batch.episode_start, batch.mask,
+                                cfg.model.retrieval.memory_inserts)
+            metrics["retrieval/memory_chunks"] = float(core.memory_size())
         metrics["losses/lr"] = self.optimizer.lr
         self.updates += 1
         self.policy_version += 1

@@ -146,14 +146,20 @@ class RetrievalConfig:
     k: int = _field(0, ge=0)
     #: Steps per trajectory chunk (chunks are aligned at the episode's first step).
     chunk_len: int = _field(8, ge=1)
-    #: Where chunks come from, within the window (the env's last ``window_chunks`` chunks,
-    #: carried as the recurrent state): ``episode`` (the current episode's chunks) or ``run``
-    #: (the env's earlier episodes' chunks too, while they are in the window).
+    #: Where chunks come from: ``episode``, the current episode's chunks in the window (the
+    #: env's last ``window_chunks`` chunks, carried as the recurrent state); ``run``, also
+    #: the env's earlier episodes' chunks in the window and the run memory (below).
     source: str = _field("episode", choices=("episode", "run"))
     #: Chunks of the past the window holds (the state is ``window_chunks * chunk_len`` steps).
     window_chunks: int = _field(16, ge=1)
     #: Width of the keys, queries and values of both attention levels.
     key_dim: int = _field(32, ge=1)
+    #: ``source: run`` only: chunks in the run memory, one memory shared by every env and
+    #: actor: the learner writes chunks of its training batches into it (FIFO) and it
+    #: travels with the weights; 0 turns it off.
+    memory_chunks: int = _field(1024, ge=0)
+    #: Chunks the learner writes into the run memory per update (drawn from the batch).
+    memory_inserts: int = _field(64, ge=1)
 
 
 @dataclass(frozen=True)

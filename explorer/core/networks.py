@@ -585,9 +585,11 @@ class ActorCritic(nn.Module):
                 raise ValueError(f"retrieval is a core of its own: needs core 'none', not "
                                  f"{cfg.core!r}")
             source = getattr(retrieval, "source", "episode")
-            self.core = RetrievalCore(features, k=retrieval.k, chunk_len=retrieval.chunk_len,
-                                      window_chunks=retrieval.window_chunks,
-                                      key_dim=retrieval.key_dim, cross_episode=source == "run")
+            self.core = RetrievalCore(
+                features, k=retrieval.k, chunk_len=retrieval.chunk_len,
+                window_chunks=retrieval.window_chunks, key_dim=retrieval.key_dim,
+                cross_episode=source == "run",
+                memory_chunks=getattr(retrieval, "memory_chunks", 0) if source == "run" else 0)
             self.core_size = self.core.state_size  # the state is the window, not the width
             features = self.core.out_size
         elif cfg.core == "gru":
@@ -624,6 +626,28 @@ class ActorCritic(nn.Module):
             ``(B, core_size)`` zeros on the model's device.
         """
         return torch.zeros(batch_size, self.core_size, device=self.policy.weight.device)
+
+    @torch.no_grad()
+    def remember(self, obs: dict[str, Tensor], episode_start: Tensor, valid: Tensor,
+                 count: int) -> int:
+        """Writes up to ``count`` chunks of a training batch into the retrieval core's run
+        memory (``RetrievalCore.remember``), encoded with the current weights.
+
+        Args:
+            obs: Key -> ``(T or T+1, B, *shape)``; the first T steps are used.
+            episode_start: ``(T or T+1, B)`` bool.
+            valid: ``(T, B)``, nonzero for steps that belong to an episode.
+            count: Chunks to write at most.
+
+        Returns:
+            Chunks written (0 without a run memory).
+        """
+        if not isinstance(self.core, RetrievalCore) or not self.core.memory_chunks:
+            return 0
+        steps, batch = valid.shape
+        flat = flatten_obs({k: v[:steps] for k, v in obs.items()}, self.encoder.in_keys)
+        x = unflatten_time_batch(self.encoder(flat), steps, batch)  # (T, B, F)
+        return self.core.remember(x, episode_start[:steps], valid, count)
 
     def forward(
         self, obs: dict[str, Tensor], core_state: Tensor, episode_start: Tensor,

@@ -37,8 +37,22 @@ behaviour policy's stored state, as a GRU's stored state in R2D2 -- at most
 step-by-step retrieval and the learner's sequence retrieval see the same inputs and give the
 same log-probs (tested).
 
+The run memory (``source: run`` with ``memory_chunks`` N > 0): one memory of N chunks shared
+by every env of every actor, candidates beside the window's chunks. It is a set of model
+buffers (each entry: a chunk key, and its L states' keys and values), so it needs no service
+and no new wire field: the weights broadcast carries it to the actors and the checkpoint saves
+it, and an actor's step and the learner's recomputation of it see the same memory when they
+see the same weights. The learner writes it: after each update, ``memory_inserts`` chunks drawn
+from the batch (L valid steps of one episode each), encoded with the weights just trained, go
+in first-in first-out. Refresh policy: an entry is never re-encoded; it is as fresh as the
+update that wrote it and leaves after N / ``memory_inserts`` updates, so the memory's
+staleness is bounded by that count. Gradients do not reach stored entries (they are
+constants, like a frozen dataset of the past): they train the queries, the attention and the
+encoder through the window's chunks and the query side.
+
 Shapes: T = steps, B = envs, F = features, W = window slots, S = W + T, L = ``chunk_len``,
-M = ``window_chunks``, k = ``k``, d = ``key_dim``, H = output width, P = slot width.
+M = ``window_chunks``, k = ``k``, d = ``key_dim``, H = output width, P = slot width,
+N' = filled run-memory entries.
 """
 
 from __future__ import annotations
@@ -67,7 +81,7 @@ class RetrievalCore(nn.Module):
 
     def __init__(self, features: int, *, k: int, chunk_len: int, window_chunks: int,
                  key_dim: int = 32, out_size: int | None = None,
-                 cross_episode: bool = False) -> None:
+                 cross_episode: bool = False, memory_chunks: int = 0) -> None:
         """Builds the projections.
 
         Args:
@@ -79,9 +93,10 @@ class RetrievalCore(nn.Module):
             out_size: H (default F).
             cross_episode: Chunks of the env's earlier episodes inside the window are
                 retrievable too (``source: run``); else only the current episode's.
+            memory_chunks: N, chunks of the run memory shared by every env (0: none).
 
         Raises:
-            ValueError: A size below 1.
+            ValueError: A size below 1 (below 0 for ``memory_chunks``).
         """
         super().__init__()
         if min(features, k, chunk_len, window_chunks, key_dim) < 1:
@@ -99,6 +114,58 @@ class RetrievalCore(nn.Module):
         self.project = nn.Linear(features, 4 * key_dim)
         self.chunk_key = nn.Linear(features, key_dim)  # of a chunk's mean features
         self.out = nn.Linear(features + key_dim, self.out_size)
+        if memory_chunks < 0:
+            raise ValueError(f"memory_chunks must be >= 0; got {memory_chunks}")
+        self.memory_chunks = memory_chunks
+        if memory_chunks:
+            # the run memory: buffers, so the weights broadcast and the checkpoint carry it
+            self.register_buffer("memory_keys", torch.zeros(memory_chunks, key_dim))
+            self.register_buffer("memory_states",
+                                 torch.zeros(memory_chunks, chunk_len, 2 * key_dim))
+            self.register_buffer("memory_count", torch.zeros(1, dtype=torch.long))
+
+    def memory_size(self) -> int:
+        """Chunks in the run memory now (at most ``memory_chunks``)."""
+        return min(int(self.memory_count[0]), self.memory_chunks) if self.memory_chunks else 0
+
+    @torch.no_grad()
+    def remember(self, x: Tensor, episode_start: Tensor, valid: Tensor, count: int) -> int:
+        """Writes up to ``count`` chunks of a sequence into the run memory (FIFO).
+
+        A chunk is L consecutive valid steps of one episode, at steps ``jL .. jL + L - 1`` of
+        the sequence; which of them go in is drawn at random (torch's generator). An entry is
+        the chunk's key and its states' keys and values as the current weights compute them,
+        the same quantities a window slot holds; entries are never re-encoded, they leave
+        after ``memory_chunks`` newer ones (see the module's docstring on refresh).
+
+        Args:
+            x: ``(T, B, F)`` features.
+            episode_start: ``(T, B)`` bool.
+            valid: ``(T, B)`` bool, steps that belong to an episode (not auto-reset padding).
+            count: Chunks to write at most.
+
+        Returns:
+            Chunks written.
+        """
+        length, d = self.chunk_len, self.key_dim
+        if not self.memory_chunks or count < 1 or x.shape[0] < length:
+            return 0
+        valid_chunk = valid.bool().unfold(0, length, length).all(-1)  # (C, B)
+        begins = episode_start.bool().unfold(0, length, length)[..., 1:].any(-1)  # (C, B)
+        where = (valid_chunk & ~begins).nonzero()  # (n, 2): chunk, env
+        take = min(count, len(where), self.memory_chunks)
+        if take == 0:
+            return 0
+        where = where[torch.randperm(len(where), device=where.device)[:take]]
+        steps = x.unfold(0, length, length)[where[:, 0], where[:, 1]].transpose(1, 2)  # (n,L,F)
+        keys = self.chunk_key(steps.mean(1))  # (n, d): the mean's projection, as in a window
+        states = self.project(steps)[..., 2 * d:]  # (n, L, 2d): state keys, state values
+        total = int(self.memory_count[0])
+        slots = (total + torch.arange(take, device=x.device)) % self.memory_chunks
+        self.memory_keys[slots] = keys.to(self.memory_keys.dtype)
+        self.memory_states[slots] = states.to(self.memory_states.dtype)
+        self.memory_count += take
+        return take
 
     def _split(self, slots: Tensor) -> list[Tensor]:
         """Slots ``(..., P)`` -> episode step, valid, chunk key ``d`` (set where a chunk ends),
@@ -181,15 +248,26 @@ class RetrievalCore(nn.Module):
         if not self.cross_episode:  # the query's own episode only
             usable = usable & (episode[window:].unsqueeze(-1) == episode.T.unsqueeze(0))
         scores = scores.masked_fill(~usable, float("-inf"))
-        top, index = scores.topk(min(self.k, seq), dim=-1)  # (T, B, k')
+        # the run memory's chunks are candidates too, after the window's S positions
+        memory = self.memory_size()
+        if memory:
+            scores = torch.cat([scores, torch.einsum(
+                "tbd,nd->tbn", query, self.memory_keys[:memory]) / math.sqrt(self.key_dim)], -1)
+        top, index = scores.topk(min(self.k, seq + memory), dim=-1)  # (T, B, k')
         found = torch.isfinite(top)
         chunk_weight = torch.softmax(top, dim=-1).nan_to_num(0.0) * found  # (T, B, k')
 
         # state-level attention inside each retrieved chunk
         rows = torch.arange(batch, device=x.device)[:, None, None]  # (B, 1, 1)
         pick = index.permute(1, 0, 2)  # (B, T, k')
-        picked_keys = self._chunks(state_keys).transpose(0, 1)[rows, pick]  # (B, T, k', L, d)
-        picked_values = self._chunks(state_values).transpose(0, 1)[rows, pick]
+        chunk_keys = self._chunks(state_keys).transpose(0, 1)  # (B, S, L, d)
+        chunk_values = self._chunks(state_values).transpose(0, 1)
+        if memory:  # (B, S + N', L, d)
+            stored = self.memory_states[:memory].to(x.dtype).expand(batch, -1, -1, -1)
+            chunk_keys = torch.cat([chunk_keys, stored[..., :self.key_dim]], 1)
+            chunk_values = torch.cat([chunk_values, stored[..., self.key_dim:]], 1)
+        picked_keys = chunk_keys[rows, pick]  # (B, T, k', L, d)
+        picked_values = chunk_values[rows, pick]
         logits = torch.einsum("btd,btjld->btjl", state_query.transpose(0, 1), picked_keys)
         attend = torch.softmax(logits / math.sqrt(self.key_dim), dim=-1)  # (B, T, k', L)
         per_chunk = torch.einsum("btjl,btjld->btjd", attend, picked_values)  # (B, T, k', d)
@@ -234,7 +312,9 @@ class RetrievalCore(nn.Module):
         return torch.from_numpy(out), state if in_place else torch.from_numpy(new)
 
     def _numpy_weights(self) -> tuple[np.ndarray, ...]:
-        """NumPy views of the weights and biases of ``project``, ``chunk_key`` and ``out``.
+        """NumPy views of the weights and biases of ``project``, ``chunk_key`` and ``out``,
+        then of the run memory's keys ``(N, d)``, states ``(N, L, 2d)`` and count ``(1,)``
+        (empty, and 0, without a memory).
 
         Views, not copies: actors write new weights into the parameters' memory in place (no
         version bump), and a view sees them. Rebuilt only when a parameter's storage moved.
@@ -245,10 +325,18 @@ class RetrievalCore(nn.Module):
                                    for name in ("project", "chunk_key", "out"))
         params = (project["weight"], project["bias"], chunk_key["weight"], chunk_key["bias"],
                   out["weight"], out["bias"])
-        key = (params[0].data_ptr(), params[1].data_ptr(), params[2].data_ptr(),
-               params[3].data_ptr(), params[4].data_ptr(), params[5].data_ptr())
+        if self.memory_chunks:
+            params += (self._buffers["memory_keys"], self._buffers["memory_states"],
+                       self._buffers["memory_count"])
+        key = tuple(p.data_ptr() for p in params)
         if getattr(self, "_numpy_key", None) != key:
-            self._numpy_views = tuple(p.detach().numpy() for p in params)
+            views = tuple(p.detach().numpy() for p in params)
+            if not self.memory_chunks:
+                d = self.key_dim
+                views += (np.zeros((0, d), np.float32),
+                          np.zeros((0, self.chunk_len, 2 * d), np.float32),
+                          np.zeros(1, np.int64))
+            self._numpy_views = views
             self._numpy_key = key
         return self._numpy_views
 

@@ -23,8 +23,10 @@ __all__ = ["core_step"]
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp", "nsz"})
 def core_step(state: np.ndarray, new: np.ndarray, start: np.ndarray, x: np.ndarray,
               w_proj: np.ndarray, b_proj: np.ndarray, w_chunk: np.ndarray,
-              b_chunk: np.ndarray, w_out: np.ndarray, b_out: np.ndarray, window: int,
-              chunk_len: int, k: int, cross_episode: bool, out: np.ndarray) -> None:
+              b_chunk: np.ndarray, w_out: np.ndarray, b_out: np.ndarray,
+              memory_keys: np.ndarray, memory_states: np.ndarray, memory_count: np.ndarray,
+              window: int, chunk_len: int, k: int, cross_episode: bool,
+              out: np.ndarray) -> None:
     """One step of ``RetrievalCore`` for B envs.
 
     Args:
@@ -41,6 +43,9 @@ def core_step(state: np.ndarray, new: np.ndarray, start: np.ndarray, x: np.ndarr
             query, state key, state value.
         w_chunk: ``(d, F)``, b_chunk: ``(d,)`` the ``chunk_key`` layer.
         w_out: ``(H, F + d)``, b_out: ``(H,)`` the ``out`` layer.
+        memory_keys: ``(N, d)`` chunk keys of the run memory, memory_states: ``(N, L, 2d)``
+            their states' keys and values, memory_count: ``(1,)`` chunks ever written (the
+            first ``min(count, N)`` entries are filled); N = 0 without a memory.
         window: W.
         chunk_len: L.
         k: chunks retrieved at most.
@@ -55,22 +60,26 @@ def core_step(state: np.ndarray, new: np.ndarray, start: np.ndarray, x: np.ndarr
     # candidates: the current episode's chunk ends (W / L of them) or, across episodes,
     # any slot of the window
     chunks = window if cross_episode else window // chunk_len
-    picks = min(k, chunks)
+    memory = min(memory_count[0], memory_keys.shape[0])  # N', the filled entries
+    picks = min(k, chunks + memory)
     proj = np.dot(x, w_proj.T)  # (B, 4d) without bias
     chunk_proj = np.dot(x, w_chunk.T)  # (B, d) without bias
+    queries = (proj[:, :2 * d] + b_proj[:2 * d]) * scale  # (B, 2d): chunk, state query
+    if memory:  # every env's chunk query against the memory's keys at once: (B, N')
+        memory_scores = np.dot(np.ascontiguousarray(queries[:, :d]), memory_keys[:memory].T)
+    else:
+        memory_scores = np.zeros((batch, 0), np.float32)
     retrieved = np.zeros((batch, d), np.float32)
-    query = np.empty(2 * d, np.float32)
     scores = np.empty(chunks, np.float32)
     ends = np.empty(chunks, np.int64)
-    chosen = np.empty(picks, np.int64)
+    chosen = np.empty(picks, np.int64)  # window slot of the chunk's end, or W + memory entry
     weights = np.empty(picks, np.float32)
     logits = np.empty(chunk_len, np.float32)
     for b in range(batch):
         env = state[b]
+        query = queries[b]
         head = int(env[heads])
         n = 0 if start[b] else int(env[head * size]) + 1
-        for i in range(2 * d):
-            query[i] = (proj[b, i] + b_proj[i]) * scale
         # a chunk is usable when it is whole (its end is step >= L - 1 of its episode) and
         # its first step is still in the window; this episode's chunk ends lie at ages
         # n % L + 1 + jL
@@ -96,31 +105,59 @@ def core_step(state: np.ndarray, new: np.ndarray, start: np.ndarray, x: np.ndarr
                 usable += 1
             else:
                 scores[j] = -np.inf
-        # the top min(k, usable) by score (their order does not matter to the softmax)
-        count = min(picks, usable)
+        # the top min(k, usable + N') by score, in one pass over the candidates (their
+        # order does not matter to the softmax): the window's chunk ends, then the memory's
+        count = 0
+        low = 0  # the weakest of the chosen, once ``picks`` are chosen
+        for j in range(chunks + memory):
+            if j < chunks:
+                score = scores[j]
+                if score == -np.inf:
+                    continue
+                at = ends[j]
+            else:
+                score = memory_scores[b, j - chunks]
+                at = window + j - chunks
+            if count < picks:
+                chosen[count] = at
+                weights[count] = score
+                count += 1
+                if count == picks:
+                    low = 0
+                    for p in range(1, picks):
+                        if weights[p] < weights[low]:
+                            low = p
+            elif score > weights[low]:
+                chosen[low] = at
+                weights[low] = score
+                low = 0
+                for p in range(1, picks):
+                    if weights[p] < weights[low]:
+                        low = p
         best = -np.inf
         for p in range(count):
-            top = 0
-            for j in range(1, chunks):
-                if scores[j] > scores[top]:
-                    top = j
-            chosen[p] = ends[top]
-            weights[p] = scores[top]
-            best = max(best, scores[top])
-            scores[top] = -np.inf
+            best = max(best, weights[p])
         total = np.float32(0.0)
         for p in range(count):
             weights[p] = np.exp(weights[p] - best)
             total += weights[p]
         for p in range(count):
-            # attention over the chunk's L states, oldest first, with the state query
+            # attention over the chunk's L states, oldest first, with the state query; a
+            # window chunk's state m is in slot (first + m) % W (key at 2 + d, value at
+            # 2 + 2d), a memory entry's in memory_states[entry, m] (key, then value)
+            stored = chosen[p] >= window
+            entry = chosen[p] - window
             first = chosen[p] - chunk_len + 1
             high = -np.inf
             for m in range(chunk_len):
-                at = ((first + m) % window) * size + 2 + d
                 acc = np.float32(0.0)
-                for i in range(d):
-                    acc += env[at + i] * query[d + i]
+                if stored:
+                    for i in range(d):
+                        acc += memory_states[entry, m, i] * query[d + i]
+                else:
+                    at = ((first + m) % window) * size + 2 + d
+                    for i in range(d):
+                        acc += env[at + i] * query[d + i]
                 logits[m] = acc
                 high = max(high, acc)
             norm = np.float32(0.0)
@@ -129,10 +166,14 @@ def core_step(state: np.ndarray, new: np.ndarray, start: np.ndarray, x: np.ndarr
                 norm += logits[m]
             share = weights[p] / (total * norm)
             for m in range(chunk_len):
-                at = ((first + m) % window) * size + 2 + 2 * d
                 w = logits[m] * share
-                for i in range(d):
-                    retrieved[b, i] += w * env[at + i]
+                if stored:
+                    for i in range(d):
+                        retrieved[b, i] += w * memory_states[entry, m, d + i]
+                else:
+                    at = ((first + m) % window) * size + 2 + 2 * d
+                    for i in range(d):
+                        retrieved[b, i] += w * env[at + i]
         # last: ``new`` may be ``state`` itself (the slot written is the oldest, read above)
         _write_step(env, new[b], n, proj[b], chunk_proj[b], b_proj, b_chunk, head, window,
                     chunk_len, size, heads)

@@ -30,7 +30,7 @@ VERSION = 7
 CORES = {"none": ["learner.model.core=none"], "gru": ["learner.model.core=gru"],
          "retrieval": ["learner.model.retrieval={k: 3, chunk_len: 4, window_chunks: 6}"],
          "retrieval_run": ["learner.model.retrieval={k: 3, chunk_len: 4, window_chunks: 6, "
-                           "source: run}"]}
+                           "source: run, memory_chunks: 32}"]}
 
 
 def _collect(core: str, tmp_path: Path, num_rollouts: int = 3):
@@ -41,6 +41,11 @@ def _collect(core: str, tmp_path: Path, num_rollouts: int = 3):
     model = ActorCritic(spec.obs_spec, spec.num_actions, cfg.learner.model)
     model.value_mean.fill_(2.0)  # normaliser buffers must travel with the weights
     model.value_std.fill_(3.0)
+    if model.core is not None and getattr(model.core, "memory_chunks", 0):
+        # a run memory the learner has written into: it travels with the weights too
+        seen = {key: torch.randn(16, 4, *shape) for key, (shape, _) in spec.obs_spec.items()}
+        assert model.remember(seen, torch.zeros(16, 4, dtype=torch.bool), torch.ones(16, 4),
+                              12) == 12
     ctx = zmq.Context()
     pull, pub = ctx.socket(zmq.PULL), ctx.socket(zmq.PUB)
     # as the learner's: no backlog of weights for an actor that is busy (compiling a kernel),

@@ -22,6 +22,7 @@ class Retrieval:
     window_chunks: int = M
     key_dim: int = 8
     source: str = "episode"
+    memory_chunks: int = 0
 
 
 @dataclass
@@ -121,17 +122,22 @@ def test_run_source_keeps_chunks_across_episodes_until_they_leave_the_window() -
         assert torch.allclose(outs[True][t], no_memory[t]) == (t > 18), t
 
 
-@pytest.mark.parametrize("source", ["episode", "run"])
+@pytest.mark.parametrize(("source", "memory"), [("episode", 0), ("run", 0), ("run", 6)])
 @pytest.mark.parametrize("k", [2, 20])  # 20 > W: every usable chunk
-def test_step_by_step_equals_one_sequence(k: int, source: str) -> None:
+def test_step_by_step_equals_one_sequence(k: int, source: str, memory: int) -> None:
     """The actor's per-step forward (one slot written into the ring) equals the learner's
     sequence forward (the ring unrolled): equal inputs, equal log-probs, equal states, after
-    the ring has wrapped around three times."""
+    the ring has wrapped around three times; also with chunks in the run memory."""
     torch.manual_seed(0)
-    model = ActorCritic(SPEC, 4, Cfg(retrieval=Retrieval(k=k, source=source)))
+    model = ActorCritic(SPEC, 4, Cfg(retrieval=Retrieval(k=k, source=source,
+                                                         memory_chunks=memory)))
     steps, batch = 40, 3
     obs = {"obs": torch.randn(steps, batch, 5)}
     start = starts(steps, batch, (9, 0), (17, 1), (30, 2), (31, 2))
+    if memory:  # 4 chunks of another sequence: a memory that is not full
+        seen = {"obs": torch.randn(12, 2, 5)}
+        assert model.remember(seen, starts(12, 2), torch.ones(12, 2), 4) == 4
+        assert model.core.memory_size() == 4
     state0 = model.initial_state(batch)
     with torch.no_grad():
         logits, _, final = model(obs, state0, start)
@@ -168,18 +174,24 @@ def test_bad_configs_are_clear_errors() -> None:
         RetrievalCore(4, k=0, chunk_len=2, window_chunks=2)
 
 
-@pytest.mark.parametrize("cross_episode", [False, True])
+@pytest.mark.parametrize(("cross_episode", "memory"), [(False, 0), (True, 0), (True, 5)])
 @pytest.mark.parametrize(("chunk_len", "k"), [(L, 2), (1, 3), (2, 9)])
-def test_actor_step_equals_a_sequence_of_one(chunk_len: int, k: int,
-                                             cross_episode: bool) -> None:
+def test_actor_step_equals_a_sequence_of_one(chunk_len: int, k: int, cross_episode: bool,
+                                             memory: int) -> None:
     """A step without autograd (the actor's compiled path) equals the same step with autograd
     on (the sequence path, T = 1), mid-episode with a full window and at an episode start;
-    also with one-step chunks and with k above the window's chunks."""
+    also with one-step chunks, with k above the window's chunks and with a run memory that
+    has wrapped around (5 entries, 7 written)."""
     torch.manual_seed(0)
     net = RetrievalCore(F, k=k, chunk_len=chunk_len, window_chunks=M, key_dim=8,
-                        cross_episode=cross_episode)
+                        cross_episode=cross_episode, memory_chunks=memory)
     steps = 2 * net.window + 1
     x = torch.randn(steps, 3, F)
+    if memory:
+        for count in (4, 3):
+            seen = torch.randn(4 * chunk_len, 2, F)
+            net.remember(seen, starts(4 * chunk_len, 2), torch.ones(4 * chunk_len, 2), count)
+        assert int(net.memory_count[0]) == 7 and net.memory_size() == 5
     with torch.no_grad():
         _, state = net(x[:-1], torch.zeros(3, net.state_size),
                        starts(steps - 1, 3, (steps // 2, 1)))
@@ -231,3 +243,57 @@ def test_actor_step_sees_new_weights_written_in_place() -> None:
     assert not torch.allclose(fast, before)
     torch.testing.assert_close(fast, slow.detach(), atol=1e-4, rtol=0)
     torch.testing.assert_close(fast_state, slow_state, atol=1e-4, rtol=0)
+
+
+def test_run_memory_is_fifo_and_holds_whole_chunks_of_one_episode() -> None:
+    """``remember`` writes chunks of L valid steps of one episode, encoded as a window would
+    hold them (chunk key of the mean, state keys and values), oldest out first."""
+    torch.manual_seed(0)
+    net = RetrievalCore(F, k=2, chunk_len=2, window_chunks=M, key_dim=8, memory_chunks=3)
+    x = torch.randn(6, 2, F)  # chunks: steps 0-1, 2-3, 4-5 of each env
+    start = starts(6, 2, (3, 0))  # env 0's chunk 2-3 spans an episode start
+    valid = torch.ones(6, 2)
+    valid[5, 1] = 0  # env 1's chunk 4-5 has an invalid step
+    assert net.remember(x, start, valid, 10) == 3  # 4 whole chunks, capacity 3
+    _, _, state_key, state_value = net.project(x).split(8, -1)
+    whole = {(0, 0): (0, 0), (2, 1): (2, 1), (0, 1): (0, 1), (4, 0): (4, 0)}  # (t0, env)
+    stored = set()
+    for entry in range(3):
+        matches = [(t0, b) for (t0, b) in whole if torch.allclose(
+            net.memory_keys[entry], net.chunk_key(x[t0:t0 + 2, b].mean(0)), atol=1e-6)]
+        assert len(matches) == 1, entry
+        t0, b = matches[0]
+        torch.testing.assert_close(net.memory_states[entry], torch.cat(
+            [state_key[t0:t0 + 2, b], state_value[t0:t0 + 2, b]], -1))
+        stored.add(matches[0])
+    # two more: they overwrite entries 0 and 1 (FIFO), entry 2 stays
+    kept = net.memory_keys[2].clone()
+    assert net.remember(torch.randn(2, 2, F), starts(2, 2), torch.ones(2, 2), 2) == 2
+    assert int(net.memory_count[0]) == 5 and net.memory_size() == 3
+    torch.testing.assert_close(net.memory_keys[2], kept)
+    assert not any(torch.allclose(net.memory_keys[i], net.chunk_key(x[t0:t0 + 2, b].mean(0)))
+                   for i in (0, 1) for (t0, b) in stored)
+
+
+def test_run_memory_is_retrieved_by_every_env_and_travels_in_the_state_dict() -> None:
+    """A chunk remembered from one env is what another env's query retrieves, before its own
+    episode has any chunk; a model loaded from the state dict retrieves the same."""
+    net = RetrievalCore(2, k=1, chunk_len=2, window_chunks=4, key_dim=2, memory_chunks=4)
+    with torch.no_grad():
+        net.project.weight.copy_(10 * torch.eye(2).repeat(4, 1))
+        net.chunk_key.weight.copy_(10 * torch.eye(2))
+        for layer in (net.project, net.chunk_key):
+            layer.bias.zero_()
+    net.out = torch.nn.Identity()  # expose [x, retrieved]
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    seen = torch.stack([a, a, b, b]).unsqueeze(1)  # chunks [a a], [b b] of one env
+    assert net.remember(seen, starts(4, 1), torch.ones(4, 1), 2) == 2
+    query = torch.stack([b, a]).unsqueeze(0)  # (1, 2, 2): two new envs at their first step
+    first = torch.ones(1, 2, dtype=torch.bool)
+    out, _ = net(query, torch.zeros(2, net.state_size), first)  # the sequence path
+    torch.testing.assert_close(out[0, :, 2:], 10 * torch.stack([b, a]), atol=1e-3, rtol=0)
+    other = RetrievalCore(2, k=1, chunk_len=2, window_chunks=4, key_dim=2, memory_chunks=4)
+    other.out = torch.nn.Identity()
+    other.load_state_dict(net.state_dict())
+    again, _ = other(query, torch.zeros(2, net.state_size), first)
+    torch.testing.assert_close(again, out)
