@@ -20,7 +20,10 @@ d. memory service: ZeroMQ REQ/REP round trip over ipc carrying a 32 x 128 float3
    and a 32 x 10 reply (ids + distances), to set against (a)'s in-process search times;
 e. retrieval in the actor: env steps/s of one actor's loop (16 MiniGrid-MemoryS7 envs, policy
    forward with its state, Gumbel-max sample, step) with ``configs/minigrid_ra.yaml``'s
-   retrieval core vs the same model without it (goal >= 0.7), in turn, best of 3 each.
+   retrieval core vs the same model without it (goal >= 0.7), in turn, best of 3 each; also
+   with ``source: run`` and a full run memory of 1,024 chunks;
+f. one learner update (PPO, one 64 x 16 MemoryS7 rollout, 4 epochs x 4 minibatches) without
+   retrieval, with the window (``episode``) and with the window and a full run memory.
 
 Prints tables, then as its LAST stdout line one JSON object with every figure::
 
@@ -51,6 +54,9 @@ from explorer.memory import EmbeddingMemory, EpisodicMemories
 DIM = 128
 K = 10
 BATCH = 32
+RA_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "minigrid_ra.yaml"
+#: the retrieval config with the run memory (``memory_chunks`` default 1,024)
+RUN_MEMORY = ["learner.model.retrieval.source=run"]
 
 
 def clustered(count: int, seed: int, dim: int = DIM, centres: int = 1000) -> np.ndarray:
@@ -140,9 +146,10 @@ def _index_line(row: dict) -> str:
             f"{rec} {row['bytes'] / 2**20:>9.1f}")
 
 
-def minigrid_learner_and_batch(steps: int, envs: int) -> tuple[Any, Any, Any]:
-    """The default learner (APPO, MiniGrid CNN), a random-policy MiniGrid-DoorKey-8x8 batch
-    T x B, and the env spec."""
+def minigrid_learner_and_batch(steps: int, envs: int, config: Path | None = None,
+                               overrides: tuple[str, ...] = ()) -> tuple[Any, Any, Any]:
+    """A learner (default: the default config, APPO with the MiniGrid CNN, on
+    MiniGrid-DoorKey-8x8), a random-policy batch T x B of its env, and the env spec."""
     from actors.envs import make_vec_env
     from actors.rollout import RolloutStorage
     from explorer.core.config import load_config
@@ -150,9 +157,13 @@ def minigrid_learner_and_batch(steps: int, envs: int) -> tuple[Any, Any, Any]:
     from learner.algo import Learner
     from learner.batch import stack_rollouts
 
-    cfg = load_config(None, ["env.id=MiniGrid-DoorKey-8x8-v0", "learner.device=cpu"])
+    if config is None:
+        overrides = ("env.id=MiniGrid-DoorKey-8x8-v0", *overrides)
+    cfg = load_config(config, ["learner.device=cpu", *overrides])
     env = make_vec_env(cfg.env, envs, seed=0)
-    storage = RolloutStorage(env.spec, steps, envs, core_size=0)
+    torch.manual_seed(0)
+    learner = Learner(cfg, env.spec, torch.device("cpu"))
+    storage = RolloutStorage(env.spec, steps, envs, core_size=learner.model.core_size)
     rng = np.random.default_rng(0)
     obs = env.reset()
     for t in range(steps):
@@ -165,12 +176,13 @@ def minigrid_learner_and_batch(steps: int, envs: int) -> tuple[Any, Any, Any]:
         obs = result.obs
     for key, value in obs.items():
         storage.obs[key][steps] = value
+    storage.episode_start[0] = True
     storage.logp[:] = -np.log(env.spec.num_actions)
     msg = Message(kind=KIND_ROLLOUT, arrays=storage.arrays(np.zeros(0, np.float32),
                                                            np.zeros(0, np.int32)))
     batch = stack_rollouts([msg], reward_clip=None)
     env.close()
-    return Learner(cfg, env.spec, torch.device("cpu")), batch, env.spec
+    return learner, batch, env.spec
 
 
 def bench_bonus_share(steps: int, envs: int, total: int, big: dict) -> dict:
@@ -270,6 +282,7 @@ def _actor_fps(cfg: Any, seconds: float) -> dict[str, float]:
     env = make_vec_env(cfg.env, envs, seed=0)
     torch.manual_seed(0)
     model = make_actor_critic(cfg, env.spec).eval()
+    _fill_run_memory(model)
     obs, state = env.reset(), model.initial_state(envs)
     start = torch.ones(1, envs, dtype=torch.bool)
     count, begin, cpu, forward, forward_cpu = 0, None, 0.0, 0.0, 0.0
@@ -303,9 +316,8 @@ def bench_actor_fps(seconds: float, repeats: int = 3) -> dict:
     ratio by wall time and by CPU time (steadier on a shared machine)."""
     from explorer.core.config import load_config
 
-    config = Path(__file__).resolve().parents[1] / "configs" / "minigrid_ra.yaml"
-    cfgs = {"off": load_config(config, ["learner.model.retrieval.k=0"]),
-            "on": load_config(config)}
+    cfgs = {"off": load_config(RA_CONFIG, ["learner.model.retrieval.k=0"]),
+            "on": load_config(RA_CONFIG), "run": load_config(RA_CONFIG, RUN_MEMORY)}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in cfgs}
     for _ in range(repeats):
         for name, cfg in cfgs.items():
@@ -318,6 +330,30 @@ def bench_actor_fps(seconds: float, repeats: int = 3) -> dict:
         out[f"forward_cpu_ms_{name}"] = min(r["forward_cpu_ms_per_step"] for r in got)
     out["ratio"] = out["fps_on"] / out["fps_off"]
     out["ratio_cpu"] = out["cpu_fps_on"] / out["cpu_fps_off"]
+    out["ratio_run"] = out["fps_run"] / out["fps_off"]
+    out["ratio_run_cpu"] = out["cpu_fps_run"] / out["cpu_fps_off"]
+    return out
+
+
+def _fill_run_memory(model: Any) -> None:
+    """A full run memory of random entries (the learner fills it with real chunks)."""
+    core = model.core
+    if getattr(core, "memory_chunks", 0):
+        with torch.no_grad():
+            core.memory_keys.normal_()
+            core.memory_states.normal_()
+            core.memory_count.fill_(core.memory_chunks)
+
+
+def bench_retrieval_update(repeats: int = 5) -> dict:
+    """One PPO update of the MemoryS7 retrieval config (one 64 x 16 rollout, 4 epochs x 4
+    minibatches) without retrieval, with the window only and with a full run memory."""
+    out: dict[str, float] = {}
+    for name, overrides in (("off", ["learner.model.retrieval.k=0"]), ("episode", []),
+                            ("run", RUN_MEMORY)):
+        learner, batch, _ = minigrid_learner_and_batch(64, 16, RA_CONFIG, tuple(overrides))
+        _fill_run_memory(learner.model)
+        out[f"update_ms_{name}"] = timed(lambda lr=learner, b=batch: lr.train(b), repeats) * 1e3
     return out
 
 
@@ -333,7 +369,7 @@ def main() -> None:
     parser.add_argument("--episodic-sizes", type=int, nargs="+", default=[256, 1000, 10_000,
                                                                           30_000])
     parser.add_argument("--actor-seconds", type=float, default=10.0)
-    parser.add_argument("--sections", default="abcde", help="which of a-e to run")
+    parser.add_argument("--sections", default="abcdef", help="which of a-f to run")
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
@@ -385,6 +421,17 @@ def main() -> None:
               f"{actor['forward_ms_off']:.2f} vs {actor['forward_ms_on']:.2f} ms per step "
               f"(main-thread CPU {actor['forward_cpu_ms_off']:.2f} vs "
               f"{actor['forward_cpu_ms_on']:.2f} ms)")
+        print(f"source run with a full run memory of 1,024 chunks: {actor['fps_run']:,.0f} "
+              f"env steps/s, ratio {actor['ratio_run']:.2f} (by CPU time "
+              f"{actor['ratio_run_cpu']:.2f}); policy forward {actor['forward_ms_run']:.2f} ms "
+              f"per step")
+
+    if "f" in args.sections:
+        print("\nf. one learner update (PPO, 64 x 16, 4 x 4 minibatches), MemoryS7")
+        figures["update"] = update = bench_retrieval_update()
+        print(f"no retrieval {update['update_ms_off']:.0f} ms, window (episode) "
+              f"{update['update_ms_episode']:.0f} ms, window + full run memory of 1,024 "
+              f"chunks {update['update_ms_run']:.0f} ms")
     print(json.dumps(figures))
 
 
