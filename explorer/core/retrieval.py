@@ -216,12 +216,13 @@ class RetrievalCore(nn.Module):
         # the window in time order, oldest first: each (W, B, ...)
         p_step, p_valid, p_ckey, p_skey, p_sval = self._split(ordered.transpose(0, 1))
         start = episode_start.bool()
-        n_step = []  # each (B,): steps since the episode began
-        prev = p_step[-1]
-        for t in range(steps):
-            prev = torch.where(start[t], torch.zeros_like(prev), prev + 1)
-            n_step.append(prev)
-        step = torch.cat([p_step, torch.stack(n_step)])  # (S, B)
+        # steps since the episode began: since the last start at or before t, else since
+        # the window's newest step (one cummax, not a loop over t)
+        at_t = torch.arange(steps, device=x.device)[:, None]  # (T, 1)
+        last_start = torch.where(start, at_t, -1).cummax(0).values  # (T, B)
+        n_step = torch.where(last_start >= 0, at_t - last_start,
+                             p_step[-1] + 1 + at_t).to(p_step.dtype)
+        step = torch.cat([p_step, n_step])  # (S, B)
         valid = torch.cat([p_valid, torch.ones_like(start)])  # (S, B)
         seq = step.shape[0]
         episode = ((step == 0) & valid).long().cumsum(0)  # (S, B) episode index
@@ -258,20 +259,23 @@ class RetrievalCore(nn.Module):
         chunk_weight = torch.softmax(top, dim=-1).nan_to_num(0.0) * found  # (T, B, k')
 
         # state-level attention inside each retrieved chunk
-        rows = torch.arange(batch, device=x.device)[:, None, None]  # (B, 1, 1)
+        # every candidate chunk's L states (key, value) as rows: env b's window chunk ending
+        # at s is row b * S + s, memory entry n is row B * S + n; one index_select picks
         pick = index.permute(1, 0, 2)  # (B, T, k')
-        chunk_keys = self._chunks(state_keys).transpose(0, 1)  # (B, S, L, d)
-        chunk_values = self._chunks(state_values).transpose(0, 1)
-        if memory:  # (B, S + N', L, d)
-            stored = self.memory_states[:memory].to(x.dtype).expand(batch, -1, -1, -1)
-            chunk_keys = torch.cat([chunk_keys, stored[..., :self.key_dim]], 1)
-            chunk_values = torch.cat([chunk_values, stored[..., self.key_dim:]], 1)
-        picked_keys = chunk_keys[rows, pick]  # (B, T, k', L, d)
-        picked_values = chunk_values[rows, pick]
-        logits = torch.einsum("btd,btjld->btjl", state_query.transpose(0, 1), picked_keys)
+        rows = torch.where(pick < seq, pick + seq * torch.arange(
+            batch, device=x.device)[:, None, None], pick + (batch - 1) * seq)
+        states = self._chunks(torch.cat([state_keys, state_values], -1))  # (S, B, L, 2d)
+        states = states.transpose(0, 1).reshape(batch * seq, length, 2 * self.key_dim)
+        if memory:
+            states = torch.cat([states, self.memory_states[:memory].to(x.dtype)])
+        picked = states.index_select(0, rows.reshape(-1)).view(*rows.shape, length, -1)
+        picked_keys, picked_values = picked.split(self.key_dim, -1)  # each (B, T, k', L, d)
+        # products and sums, not einsum: these are thousands of tiny matrices (bmm is slow)
+        logits = (state_query.transpose(0, 1)[:, :, None, None] * picked_keys).sum(-1)
         attend = torch.softmax(logits / math.sqrt(self.key_dim), dim=-1)  # (B, T, k', L)
-        per_chunk = torch.einsum("btjl,btjld->btjd", attend, picked_values)  # (B, T, k', d)
-        retrieved = torch.einsum("tbj,btjd->tbd", chunk_weight, per_chunk)  # (T, B, d)
+        per_chunk = (attend[..., None] * picked_values).sum(-2)  # (B, T, k', d)
+        retrieved = (chunk_weight.transpose(0, 1)[..., None] * per_chunk).sum(-2).transpose(
+            0, 1)  # (T, B, d)
         out = torch.relu(self.out(torch.cat([x, retrieved], dim=-1)))  # (T, B, H)
 
         keep = slice(seq - window, seq)
