@@ -345,7 +345,11 @@ class RetrievalCore(nn.Module):
         return self._numpy_views
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:
-        """Loads weights saved before the four projections became one layer (``project``)."""
+        """Loads weights saved before the four projections became one layer (``project``),
+        and ones saved without a run memory (it starts empty)."""
+        if self.memory_chunks and f"{prefix}memory_keys" not in state_dict:
+            for name in ("memory_keys", "memory_states", "memory_count"):
+                state_dict[f"{prefix}{name}"] = torch.zeros_like(self._buffers[name])
         old = ["chunk_query", "state_query", "state_key", "state_value"]
         if f"{prefix}chunk_query.weight" in state_dict:
             for part in ("weight", "bias"):

@@ -297,3 +297,15 @@ def test_run_memory_is_retrieved_by_every_env_and_travels_in_the_state_dict() ->
     other.load_state_dict(net.state_dict())
     again, _ = other(query, torch.zeros(2, net.state_size), first)
     torch.testing.assert_close(again, out)
+
+
+def test_weights_saved_without_a_run_memory_load_with_an_empty_one() -> None:
+    """A checkpoint of ``source: episode`` (or of a run from before the run memory) resumes
+    into a model with one: the weights load, the memory starts empty."""
+    plain = core()
+    with_memory = RetrievalCore(F, k=2, chunk_len=L, window_chunks=M, key_dim=8,
+                                memory_chunks=4)
+    with_memory.remember(torch.randn(6, 1, F), starts(6, 1), torch.ones(6, 1), 2)
+    with_memory.load_state_dict(plain.state_dict())
+    assert with_memory.memory_size() == 0 and not with_memory.memory_keys.any()
+    torch.testing.assert_close(with_memory.project.weight, plain.project.weight)
