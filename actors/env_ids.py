@@ -115,6 +115,19 @@ def _gymnasium_ids() -> frozenset[str]:
     return frozenset(gymnasium.registry)
 
 
+def _gymnasium_module_id(env_id: str) -> bool:
+    """Whether ``env_id`` is gymnasium's ``module.path:Name-v0`` form (``gym.make`` imports the
+    module, then looks up ``Name-v0``) and importing the module registers ``Name-v0``."""
+    module, _, name = env_id.rpartition(":")
+    if not module:
+        return False
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return name in _gymnasium_ids()
+
+
 def env_id_problems(cfg: Any) -> list[str]:
     """``env.id`` must be known to the backend(s) that ``env.backend`` allows (a config check:
     one line per problem, naming the key and the nearest known ids)."""
@@ -129,7 +142,8 @@ def env_id_problems(cfg: Any) -> list[str]:
     pool_ids = envpool_ids()
     nethack = nle_ids() or frozenset()  # NLE ids go to the nle backend, not to gymnasium's
     per_backend = {"envpool": pool_ids or frozenset(), "nle": nethack,
-                   "gymnasium": _gymnasium_ids() - nethack}
+                   "gymnasium": (_gymnasium_ids() - nethack)
+                   | ({env_id} if _gymnasium_module_id(env_id) else set())}
     allowed = [backend] if backend in per_backend else list(per_backend)
     known = frozenset().union(*(per_backend[name] for name in allowed))
     if env_id in known:
