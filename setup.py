@@ -33,6 +33,7 @@ setup(
         "imageio-ffmpeg>=0.5,<1",
         # the retrieval core's actor step, compiled (explorer/core/retrieval_kernel.py)
         "numba>=0.59",
+        "threadpoolctl>=3.1",  # one BLAS thread per actor process
     ],
     extras_require={
         "gpu": ["faiss-gpu-cu12"],

@@ -7,6 +7,7 @@ SUB socket and the newest version is applied between rollouts.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 import zmq
+from threadpoolctl import threadpool_limits
 
 from actors.entry import ActorArgs  # re-exported: where it was before
 from actors.envs import StepResult, make_vec_env
@@ -293,10 +295,21 @@ class Actor:
         self.env.close()
 
 
+def limit_threads() -> None:
+    """One compute thread per actor: actors share the machine's cores with each other and the
+    learner. Torch's pool, the BLAS libraries loaded so far (NumPy's) and those loaded later
+    (the retrieval kernel's ``np.dot`` goes through SciPy's OpenBLAS, which reads
+    ``OPENBLAS_NUM_THREADS`` when it loads): unlimited, a 16 x 32 x 1024 product spread
+    over two threads and took twice the CPU for the same step."""
+    torch.set_num_threads(1)
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    threadpool_limits(1)
+
+
 def actor_main(args: ActorArgs) -> None:
     """Process entry point: the supervisor handles Ctrl-C, actors only watch the stop event."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(1)
+    limit_threads()
     ctx = zmq.Context()
     actor = Actor(args, ctx)
     try:

@@ -313,8 +313,12 @@ def _actor_fps(cfg: Any, seconds: float) -> dict[str, float]:
 def bench_actor_fps(seconds: float, repeats: int = 3) -> dict:
     """One actor's env + inference loop, retrieval on vs off (k=0), on one torch thread:
     off and on run in turn ``repeats`` times (``seconds`` each), best of each counts; the
-    ratio by wall time and by CPU time (steadier on a shared machine)."""
+    ratio by wall time and by CPU time (steadier on a shared machine). Threads limited as an
+    actor process limits them (one torch, one BLAS thread)."""
+    from actors.actor import limit_threads
     from explorer.core.config import load_config
+
+    limit_threads()
 
     cfgs = {"off": load_config(RA_CONFIG, ["learner.model.retrieval.k=0"]),
             "on": load_config(RA_CONFIG), "run": load_config(RA_CONFIG, RUN_MEMORY)}

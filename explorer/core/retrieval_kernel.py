@@ -84,17 +84,18 @@ def core_step(state: np.ndarray, new: np.ndarray, start: np.ndarray, x: np.ndarr
         # its first step is still in the window; this episode's chunk ends lie at ages
         # n % L + 1 + jL
         limit = min(n - chunk_len + 1, window - chunk_len + 1)
+        phase = n % chunk_len
         usable = 0
         for j in range(chunks):
             if cross_episode:  # a slot of age j + 1 ends a whole chunk of its episode
                 age = j + 1
-                slot = (head + 1 - age) % window
+                slot = _wrap(head + 1 - age, window)
                 step = int(env[slot * size])
                 ok = (age <= window - chunk_len + 1 and step >= chunk_len - 1
                       and (step + 1) % chunk_len == 0)
             else:
-                age = n % chunk_len + 1 + j * chunk_len
-                slot = (head + 1 - age) % window
+                age = phase + 1 + j * chunk_len
+                slot = _wrap(head + 1 - age, window)
                 ok = age <= limit
             ends[j] = slot
             if ok and env[slot * size + 1] > 0.5:
@@ -155,7 +156,7 @@ def core_step(state: np.ndarray, new: np.ndarray, start: np.ndarray, x: np.ndarr
                     for i in range(d):
                         acc += memory_states[entry, m, i] * query[d + i]
                 else:
-                    at = ((first + m) % window) * size + 2 + d
+                    at = _wrap(first + m, window) * size + 2 + d
                     for i in range(d):
                         acc += env[at + i] * query[d + i]
                 logits[m] = acc
@@ -171,7 +172,7 @@ def core_step(state: np.ndarray, new: np.ndarray, start: np.ndarray, x: np.ndarr
                     for i in range(d):
                         retrieved[b, i] += w * memory_states[entry, m, d + i]
                 else:
-                    at = ((first + m) % window) * size + 2 + 2 * d
+                    at = _wrap(first + m, window) * size + 2 + 2 * d
                     for i in range(d):
                         retrieved[b, i] += w * env[at + i]
         # last: ``new`` may be ``state`` itself (the slot written is the oldest, read above)
@@ -191,7 +192,7 @@ def _write_step(state: np.ndarray, new: np.ndarray, n: int, proj: np.ndarray,
     value) over the oldest, the head moved onto it, the newest projections shifted (this
     step's in). The chunk key is the mean of the L newest chunk-key projections plus bias."""
     d = chunk_bias.shape[0]
-    slot = (head + 1) % window
+    slot = _wrap(head + 1, window)
     at = slot * size
     new[at] = n
     new[at + 1] = 1.0
@@ -210,3 +211,14 @@ def _write_step(state: np.ndarray, new: np.ndarray, n: int, proj: np.ndarray,
                 new[recent + m * d + i] = state[recent + (m + 1) * d + i]
         for i in range(d):
             new[recent + (chunk_len - 2) * d + i] = chunk_proj[i]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _wrap(index: int, window: int) -> int:
+    """``index % window`` for ``-window <= index < 2 * window`` (a ring position one lap off
+    at most), without the integer division a modulo costs on every state read."""
+    if index < 0:
+        return index + window
+    if index >= window:
+        return index - window
+    return index

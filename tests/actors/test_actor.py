@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -128,3 +132,26 @@ def test_rollout_episode_bookkeeping(tmp_path: Path) -> None:
         # CartPole pays 1 per valid step, so an episode's return is its length
         np.testing.assert_array_equal(a["ep_returns"], a["ep_lengths"].astype(np.float32))
     assert min(returns) >= 1
+
+
+def test_an_actor_process_computes_on_one_thread() -> None:
+    """``limit_threads`` (an actor's first call) leaves torch and every BLAS library at one
+    thread, also one loaded after it: the retrieval kernel's products go through SciPy's
+    OpenBLAS, which is loaded only when the kernel is. In a fresh interpreter, whose BLAS
+    libraries would otherwise take every core."""
+    script = (
+        "import json, torch\n"
+        "from threadpoolctl import threadpool_info\n"
+        "from actors.actor import limit_threads\n"
+        "limit_threads()\n"
+        "from explorer.core.retrieval_kernel import core_step\n"
+        "import scipy.linalg.cython_blas\n"
+        "print(json.dumps([torch.get_num_threads()] + [(i['internal_api'], i['num_threads'])"
+        " for i in threadpool_info()]))\n")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, cwd=Path(__file__).resolve().parents[2], check=True)
+    torch_threads, *pools = json.loads(done.stdout.splitlines()[-1])
+    assert torch_threads == 1
+    blas = [threads for api, threads in pools if api == "openblas"]
+    assert len(blas) >= 2 and set(blas) == {1}, pools  # NumPy's and SciPy's, both at one
