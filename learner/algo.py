@@ -361,7 +361,7 @@ class Learner:
         if getattr(core, "memory_chunks", 0):  # the retrieval core's run memory
             self.model.remember(batch.obs, batch.episode_start, batch.mask,
                                 cfg.model.retrieval.memory_inserts)
-            metrics["retrieval/memory_chunks"] = float(core.memory_size())
+            metrics["memory/retrieval_chunks"] = float(core.memory_size())
         metrics["losses/lr"] = self.optimizer.lr
         self.updates += 1
         self.policy_version += 1
