@@ -111,7 +111,8 @@ def evaluate_policy(cfg: Any, checkpoint: Path | None, episodes: int, seed: int,
                 actions = rng.integers(0, num_actions, num_envs)
             else:
                 tobs = {k: v.unsqueeze(0) for k, v in obs_to_torch(obs, "cpu").items()}
-                logits, _, core = model(tobs, core, torch.from_numpy(start).unsqueeze(0))
+                logits, _, core = model(tobs, core, torch.from_numpy(start).unsqueeze(0),
+                                        in_place=True)  # the loop's own state, as actors
                 if greedy:
                     actions = logits[0].argmax(-1).numpy()
                 else:
