@@ -25,7 +25,11 @@ Both arms run for every seed of ``SEEDS`` and stop as soon as their last 100 epi
 (about one bonus run in six misses the target by 300k; plain runs solved it at ~209k and ~290k
 in two of the last eight), so the test compares the arms over all seeds: the bonus arm must
 reach the target in at least half of its runs and in more runs than plain APPO, and need
-``MARGIN`` fewer env steps on average.
+``MARGIN`` fewer env steps on average. Six seeds, not four: with four, a CI run on a loaded
+machine saw counts 2 of 4 and plain 2 of 4 (counts 127k and 165k, plain 144k and 255k); with
+a bonus arm that solves ~5 runs in 6 and a plain arm ~1 in 6, four seeds fail the comparison
+by chance in several percent of runs, six in about a third as many. Quiet, six seeds: counts
+6 of 6 (101k-252k), plain 0 of 6; the file takes ~3.5 min.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from explorer.core.config import load_config
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "exploration_minigrid.yaml"
 TASK = ["env.id=MiniGrid-Empty-16x16-v0", "env.max_episode_steps=64"]
 STEPS = 300_000
-SEEDS = (2, 3, 5, 7)
+SEEDS = (2, 3, 5, 7, 11, 13)
 #: A run stops as soon as its last 100 episodes average this (the best is ~0.6).
 TARGET = 0.15
 #: Fewer env steps the bonus arm must need on average (it solves at ~100-200k when it does).
