@@ -28,8 +28,8 @@ reach the target in at least half of its runs and in more runs than plain APPO, 
 ``MARGIN`` fewer env steps on average. Six seeds, not four: with four, a CI run on a loaded
 machine saw counts 2 of 4 and plain 2 of 4 (counts 127k and 165k, plain 144k and 255k); with
 a bonus arm that solves ~5 runs in 6 and a plain arm ~1 in 6, four seeds fail the comparison
-by chance in several percent of runs, six in about a third as many. Quiet, six seeds: counts
-6 of 6 (101k-252k), plain 0 of 6; the file takes ~3.5 min.
+by chance in several percent of runs, six in about a third as many. Six seeds, beside one
+other training run (so not quiet): counts 6 of 6 (101k-252k), plain 0 of 6; ~3.5 min.
 """
 
 from __future__ import annotations
