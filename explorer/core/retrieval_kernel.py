@@ -85,7 +85,6 @@ def core_step(state: np.ndarray, new: np.ndarray, start: np.ndarray, x: np.ndarr
         # n % L + 1 + jL
         limit = min(n - chunk_len + 1, window - chunk_len + 1)
         phase = n % chunk_len
-        usable = 0
         for j in range(chunks):
             if cross_episode:  # a slot of age j + 1 ends a whole chunk of its episode
                 age = j + 1
@@ -103,10 +102,9 @@ def core_step(state: np.ndarray, new: np.ndarray, start: np.ndarray, x: np.ndarr
                 for i in range(d):
                     acc += env[slot * size + 2 + i] * query[i]
                 scores[j] = acc
-                usable += 1
             else:
                 scores[j] = -np.inf
-        # the top min(k, usable + N') by score, in one pass over the candidates (their
+        # the top min(k, usable chunks + N') by score, in one pass over the candidates (their
         # order does not matter to the softmax): the window's chunk ends, then the memory's
         count = 0
         low = 0  # the weakest of the chosen, once ``picks`` are chosen
@@ -124,17 +122,11 @@ def core_step(state: np.ndarray, new: np.ndarray, start: np.ndarray, x: np.ndarr
                 weights[count] = score
                 count += 1
                 if count == picks:
-                    low = 0
-                    for p in range(1, picks):
-                        if weights[p] < weights[low]:
-                            low = p
+                    low = _weakest(weights)
             elif score > weights[low]:
                 chosen[low] = at
                 weights[low] = score
-                low = 0
-                for p in range(1, picks):
-                    if weights[p] < weights[low]:
-                        low = p
+                low = _weakest(weights)
         best = -np.inf
         for p in range(count):
             best = max(best, weights[p])
@@ -222,3 +214,13 @@ def _wrap(index: int, window: int) -> int:
     if index >= window:
         return index - window
     return index
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _weakest(weights: np.ndarray) -> int:
+    """Index of the smallest of ``weights`` (the chosen chunk a better one replaces)."""
+    low = 0
+    for p in range(1, weights.shape[0]):
+        if weights[p] < weights[low]:
+            low = p
+    return low

@@ -121,7 +121,7 @@ def _grid_near(coords: np.ndarray, dist: np.ndarray) -> np.ndarray | None:
     itself left out: the lists a small tree over those points would give, without one.
 
     A point can only enter a query's list if it lies within r (the k-th distance) of it on
-    every axis. The points are binned on its first two axes (one if D = 1) into square cells at
+    every axis. The points are binned on their first two axes (one if D = 1) into square cells at
     least max r wide, a hair more so that rounding can only add candidates; a query's
     candidates are then the 3 x 3 cells around its own: three runs of the points ordered by
     cell (a radix sort of 16-bit cell numbers, runs by a cumulative count). Their exact
