@@ -213,6 +213,10 @@ def test_device_pattern() -> None:
         ("learner.gamma=1.5", "learner.gamma: must be >= 0 and <= 1, got 1.5"),
         ("actors.num_procs=0", "actors.num_procs: must be >= 1, got 0"),
         ("wire.rollout_port=70000", "wire.rollout_port: must be >= 0 and <= 65535, got 70000"),
+        ("learner.model.retrieval.memory_chunks=-1",
+         "learner.model.retrieval.memory_chunks: must be >= 0, got -1"),
+        ("learner.model.retrieval.memory_inserts=0",
+         "learner.model.retrieval.memory_inserts: must be >= 1, got 0"),
         ("learner.clip_coef=.inf", "learner.clip_coef: must be finite, got inf"),
     ],
 )
