@@ -5,7 +5,9 @@ Runs ``configs/minigrid_ra.yaml`` (MiniGrid-MemoryS7, PPO, MLP torso) through th
 
 * ``ff``: no core (``learner.model.retrieval.k=0``);
 * ``gru``: a GRU core of 128 (``learner.model.core=gru``, retrieval off);
-* ``retrieval``: the config as shipped (top 10 of 4-step chunks in a 16-chunk window).
+* ``retrieval``: the config as shipped (top 10 of 4-step chunks in a 16-chunk window);
+* ``retrieval_wide``: the same with a 64-chunk window (256 steps, longer than MemoryS7's
+  245-step episodes, so the cue never leaves it).
 
 Each run stops at ``--steps`` env steps; ``--extend`` continues the runs already in
 ``--runs-dir`` to ``--steps`` (``explorer run --resume``: weights, optimiser and counters from
@@ -37,6 +39,7 @@ VARIANTS = {
     "gru": ["learner.model.retrieval.k=0", "learner.model.core=gru",
             "learner.model.core_size=128"],
     "retrieval": [],
+    "retrieval_wide": ["learner.model.retrieval.window_chunks=64"],
 }
 
 

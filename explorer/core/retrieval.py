@@ -258,24 +258,38 @@ class RetrievalCore(nn.Module):
         found = torch.isfinite(top)
         chunk_weight = torch.softmax(top, dim=-1).nan_to_num(0.0) * found  # (T, B, k')
 
-        # state-level attention inside each retrieved chunk
-        # every candidate chunk's L states (key, value) as rows: env b's window chunk ending
-        # at s is row b * S + s, memory entry n is row B * S + n; one index_select picks
-        pick = index.permute(1, 0, 2)  # (B, T, k')
-        rows = torch.where(pick < seq, pick + seq * torch.arange(
-            batch, device=x.device)[:, None, None], pick + (batch - 1) * seq)
-        states = self._chunks(torch.cat([state_keys, state_values], -1))  # (S, B, L, 2d)
-        states = states.transpose(0, 1).reshape(batch * seq, length, 2 * self.key_dim)
-        if memory:
-            states = torch.cat([states, self.memory_states[:memory].to(x.dtype)])
-        picked = states.index_select(0, rows.reshape(-1)).view(*rows.shape, length, -1)
-        picked_keys, picked_values = picked.split(self.key_dim, -1)  # each (B, T, k', L, d)
-        # products and sums, not einsum: these are thousands of tiny matrices (bmm is slow)
-        logits = (state_query.transpose(0, 1)[:, :, None, None] * picked_keys).sum(-1)
-        attend = torch.softmax(logits / math.sqrt(self.key_dim), dim=-1)  # (B, T, k', L)
-        per_chunk = (attend[..., None] * picked_values).sum(-2)  # (B, T, k', d)
-        retrieved = (chunk_weight.transpose(0, 1)[..., None] * per_chunk).sum(-2).transpose(
+        # state-level attention inside each retrieved chunk. The window's chunks, densely:
+        # every position's L-state softmax (as if a chunk ended there), weighted by the chunk
+        # weight of the chunk that does end there (0 unless picked), then one product with
+        # the states' values -- a few large ops, where gathering the picked chunks' states
+        # costs thousands of tiny ones and a scatter in the backward pass
+        scale = 1.0 / math.sqrt(self.key_dim)
+        weight = torch.zeros(steps, batch, seq + 1, dtype=x.dtype, device=x.device).scatter(
+            -1, index.clamp(max=seq), chunk_weight)[..., :seq]  # (T, B, S); memory: column S
+        state_logits = torch.einsum("tbd,sbd->bts", state_query, state_keys) * scale
+        # the L states ending at each position s, oldest first, as (B, T, L, S) and
+        # (B, L, S, d): the softmax then runs over a middle dimension, which torch does
+        # ~10x faster than over a last dimension of L
+        logits = torch.cat([state_logits.new_zeros((batch, steps, length - 1)), state_logits],
+                           -1)  # (B, T, L - 1 + S)
+        attend = torch.softmax(torch.stack([logits[..., m:m + seq] for m in range(length)], 2),
+                               2) * weight.permute(1, 0, 2)[:, :, None]  # (B, T, L, S)
+        values = torch.cat([state_values.new_zeros((length - 1, batch, self.key_dim)),
+                            state_values])  # (L - 1 + S, B, d)
+        values = torch.stack([values[m:m + seq] for m in range(length)], 1)  # (S, L, B, d)
+        values = values.permute(2, 1, 0, 3).reshape(batch, length * seq, self.key_dim)
+        retrieved = torch.bmm(attend.reshape(batch, steps, length * seq), values).transpose(
             0, 1)  # (T, B, d)
+        if memory:  # the run memory's picked entries (constants: no gradient reaches them)
+            picks = (index - seq).clamp(min=0).reshape(-1)  # (T*B*k',)
+            stored = self.memory_states[:memory].to(x.dtype).transpose(0, 1).index_select(
+                1, picks).view(length, steps, batch, -1, 2 * self.key_dim)  # (L, T, B, k', 2d)
+            stored_keys, stored_values = stored.split(self.key_dim, -1)
+            stored_attend = torch.softmax((state_query[:, :, None] * stored_keys).sum(-1)
+                                          * scale, 0)  # (L, T, B, k'), L first: see above
+            from_memory = chunk_weight * (index >= seq)  # (T, B, k')
+            retrieved = retrieved + ((stored_attend * from_memory)[..., None]
+                                     * stored_values).sum((0, 3))
         out = torch.relu(self.out(torch.cat([x, retrieved], dim=-1)))  # (T, B, H)
 
         keep = slice(seq - window, seq)
