@@ -679,9 +679,16 @@ class ActorCritic(nn.Module):
         x = self.encoder(flat)  # (T*B, F)
         value_x = x if self.critic_encoder is None else self.critic_encoder(flat)  # (T*B, F)
         if isinstance(self.core, RetrievalCore):
-            out, core_state = self.core(unflatten_time_batch(x, steps, batch), core_state,
-                                        episode_start, in_place)  # (T, B, H)
-            x = value_x = flatten_time_batch(out)  # (T*B, H)
+            if (in_place and steps == 1 and not torch.is_grad_enabled() and x.is_cpu
+                    and x.dtype is core_state.dtype is torch.float32
+                    and core_state.is_contiguous() and value_x is x):
+                # an actor's step: straight to the compiled step (no module call, no views)
+                x = value_x = self.core.actor_step(x.numpy(), core_state,
+                                                   episode_start.numpy()[0])  # (B, H)
+            else:
+                out, core_state = self.core(unflatten_time_batch(x, steps, batch), core_state,
+                                            episode_start, in_place)  # (T, B, H)
+                x = value_x = flatten_time_batch(out)  # (T*B, H)
         elif self.core is not None:
             x = unflatten_time_batch(x, steps, batch)  # (T, B, F)
             keep = (~episode_start.bool()).unsqueeze(-1).to(x.dtype)  # (T, B, 1)

@@ -57,13 +57,24 @@ N' = filled run-memory entries.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 __all__ = ["RetrievalCore"]
+
+
+@functools.cache
+def _kernel() -> Callable[..., None]:
+    """The compiled actor step, imported on first use: numba loads in actors only (the
+    learner's sequences run in torch, with autograd)."""
+    from explorer.core.retrieval_kernel import core_step
+
+    return core_step
 
 
 class RetrievalCore(nn.Module):
@@ -206,7 +217,7 @@ class RetrievalCore(nn.Module):
         if (x.shape[0] == 1 and not torch.is_grad_enabled() and x.device.type == "cpu"
                 and x.dtype == state.dtype == torch.float32
                 and state.is_contiguous()):  # an actor's step
-            return self._step(x.numpy()[0], state, np.asarray(episode_start.numpy()[0], bool),
+            return self._step(x.numpy()[0], state, episode_start.numpy()[0].astype(bool),
                               in_place)
         steps, batch, _ = x.shape
         window, length = self.window, self.chunk_len
@@ -305,11 +316,10 @@ class RetrievalCore(nn.Module):
 
     def _step(self, x: np.ndarray, state: Tensor, start: np.ndarray,
               in_place: bool) -> tuple[Tensor, Tensor]:
-        """One step (the actor's), on the ring as it lies; equals ``forward`` with T = 1.
+        """One step (T = 1), on the ring as it lies; equals ``forward`` with T = 1.
 
         For inference only (no autograd, float32, on the CPU; ``forward`` runs any other step
-        as a sequence of one). An actor's cost here is the count of calls, not their size: the
-        whole step is one compiled call (``retrieval_kernel.core_step``).
+        as a sequence of one).
 
         Args:
             x: ``(B, F)`` features.
@@ -320,14 +330,36 @@ class RetrievalCore(nn.Module):
         Returns:
             ``(1, B, H)`` output and the new state (``state`` itself when ``in_place``).
         """
-        from explorer.core.retrieval_kernel import core_step  # numba: actors only
+        if in_place:
+            return self.actor_step(x, state, start).clone()[None], state
+        new = state.clone()
+        out = np.empty((len(x), self.out_size), np.float32)
+        _kernel()(state.numpy(), new.numpy(), start, x, *self._numpy_weights(), self.window,
+                  self.chunk_len, self.k, self.cross_episode, out)
+        return torch.from_numpy(out)[None], new
 
-        flat = state.numpy()  # (B, state_size)
-        new = flat if in_place else flat.copy()
-        out = np.empty((1, len(x), self.out_size), np.float32)
-        core_step(flat, new, start, x, *self._numpy_weights(), self.window, self.chunk_len,
-                  self.k, self.cross_episode, out[0])
-        return torch.from_numpy(out), state if in_place else torch.from_numpy(new)
+    def actor_step(self, x: np.ndarray, state: Tensor, start: np.ndarray) -> Tensor:
+        """An actor's step: moves the window in ``state`` on by one step, in place, and
+        returns the ``(B, H)`` output (equal to ``forward``'s with T = 1).
+
+        The whole step is one compiled call (``retrieval_kernel.core_step``) and this wrapper
+        is kept to a few attribute reads: in an actor's loop, where every call starts with
+        cold caches, the Python around the call cost as much as half the call. For that the
+        output is a buffer that the next call overwrites: use it before stepping again.
+
+        Args:
+            x: ``(B, F)`` float32 features.
+            state: ``(B, state_size)`` float32 CPU tensor, contiguous; written in place.
+            start: ``(B,)`` bool, this step begins an episode.
+        """
+        buffers = self.__dict__.get("_actor_out")
+        if buffers is None or len(buffers[0]) != len(x):
+            out = np.empty((len(x), self.out_size), np.float32)
+            self.__dict__["_actor_out"] = buffers = (out, torch.from_numpy(out))
+        flat = state.numpy()
+        _kernel()(flat, flat, start, x, *self._numpy_weights(), self.window, self.chunk_len,
+                  self.k, self.cross_episode, buffers[0])
+        return buffers[1]
 
     def _numpy_weights(self) -> tuple[np.ndarray, ...]:
         """NumPy views of the weights and biases of ``project``, ``chunk_key`` and ``out``,
@@ -346,8 +378,8 @@ class RetrievalCore(nn.Module):
         if self.memory_chunks:
             params += (self._buffers["memory_keys"], self._buffers["memory_states"],
                        self._buffers["memory_count"])
-        key = tuple(p.data_ptr() for p in params)
-        if getattr(self, "_numpy_key", None) != key:
+        key = [p.data_ptr() for p in params]
+        if self.__dict__.get("_numpy_key") != key:
             views = tuple(p.detach().numpy() for p in params)
             if not self.memory_chunks:
                 d = self.key_dim

@@ -148,6 +148,15 @@ def test_step_by_step_equals_one_sequence(k: int, source: str, memory: int) -> N
         # a sequence split at an arbitrary step, resumed from the carried window
         first, _, mid = model({"obs": obs["obs"][:23]}, state0, start[:23])
         second, _, end = model({"obs": obs["obs"][23:]}, mid, start[23:])
+        # an actor's loop: the window written in place, the core's output a reused buffer
+        mine, place_logits = state0.clone(), []
+        for t in range(steps):
+            lo, _, returned = model({"obs": obs["obs"][t:t + 1]}, mine, start[t:t + 1],
+                                    in_place=True)
+            assert returned is mine
+            place_logits.append(lo)
+    torch.testing.assert_close(torch.cat(place_logits), torch.cat(step_logits), atol=0, rtol=0)
+    torch.testing.assert_close(mine, state, atol=0, rtol=0)
     torch.testing.assert_close(torch.cat(step_logits), logits, atol=1e-5, rtol=0)
     torch.testing.assert_close(torch.cat([first, second]), logits, atol=1e-5, rtol=0)
     torch.testing.assert_close(state, final)
