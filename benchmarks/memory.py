@@ -28,6 +28,7 @@ f. one learner update (PPO, one 64 x 16 MemoryS7 rollout, 4 epochs x 4 minibatch
 Prints tables, then as its LAST stdout line one JSON object with every figure::
 
     python benchmarks/memory.py --sizes 10000 100000 1000000
+    python benchmarks/memory.py --sections b --device cuda   # the bonus goal on a GPU
 """
 
 from __future__ import annotations
@@ -147,9 +148,11 @@ def _index_line(row: dict) -> str:
 
 
 def minigrid_learner_and_batch(steps: int, envs: int, config: Path | None = None,
-                               overrides: tuple[str, ...] = ()) -> tuple[Any, Any, Any]:
-    """A learner (default: the default config, APPO with the MiniGrid CNN, on
-    MiniGrid-DoorKey-8x8), a random-policy batch T x B of its env, and the env spec."""
+                               overrides: tuple[str, ...] = (), device: str = "cpu"
+                               ) -> tuple[Any, Any, Any]:
+    """A learner on ``device`` (default: the default config, APPO with the MiniGrid CNN, on
+    MiniGrid-DoorKey-8x8), a random-policy batch T x B of its env (on the CPU, as batches
+    arrive from the wire), and the env spec."""
     from actors.envs import make_vec_env
     from actors.rollout import RolloutStorage
     from explorer.core.config import load_config
@@ -159,10 +162,10 @@ def minigrid_learner_and_batch(steps: int, envs: int, config: Path | None = None
 
     if config is None:
         overrides = ("env.id=MiniGrid-DoorKey-8x8-v0", *overrides)
-    cfg = load_config(config, ["learner.device=cpu", *overrides])
+    cfg = load_config(config, [f"learner.device={device}", *overrides])
     env = make_vec_env(cfg.env, envs, seed=0)
     torch.manual_seed(0)
-    learner = Learner(cfg, env.spec, torch.device("cpu"))
+    learner = Learner(cfg, env.spec, torch.device(device))
     storage = RolloutStorage(env.spec, steps, envs, core_size=learner.model.core_size)
     rng = np.random.default_rng(0)
     obs = env.reset()
@@ -185,26 +188,32 @@ def minigrid_learner_and_batch(steps: int, envs: int, config: Path | None = None
     return learner, batch, env.spec
 
 
-def bench_bonus_share(steps: int, envs: int, total: int, big: dict) -> dict:
-    """NGU's bonus with ``total`` stored embeddings vs one learner step, same transitions."""
+def bench_bonus_share(steps: int, envs: int, total: int, big: dict, device: str = "cpu"
+                      ) -> dict:
+    """NGU's bonus with ``total`` stored embeddings vs one learner step, same transitions,
+    both on ``device`` (each call ends with its result on the CPU, so the times are whole)."""
     import dataclasses
 
     from explorer.intrinsic.ngu import NGUBonus
 
-    learner, batch, spec = minigrid_learner_and_batch(steps, envs)
+    learner, batch, spec = minigrid_learner_and_batch(steps, envs, device=device)
     step_s = timed(lambda: learner.train(batch), 5)
     per_env = total // envs
-    ngu = NGUBonus(spec.obs_spec, spec.num_actions, memory_capacity=per_env + steps + 1)
-    stored = torch.randn(envs, per_env, ngu.embed_dim)
+    ngu = NGUBonus(spec.obs_spec, spec.num_actions, memory_capacity=per_env + steps + 1,
+                   device=device)
+    stored = torch.randn(envs, per_env, ngu.embed_dim, device=device)
     # every env continues an episode that already holds per_env embeddings
-    continuing = dataclasses.replace(batch, episode_start=torch.zeros_like(batch.episode_start))
+    # (on the learner's device, where the learner computes bonuses)
+    on_device = batch.to(torch.device(device))
+    continuing = dataclasses.replace(on_device,
+                                     episode_start=torch.zeros_like(on_device.episode_start))
 
     def bonus() -> None:
         ngu.memories = {b: (stored[b], per_env) for b in range(envs)}
-        ngu.compute(continuing)
+        ngu.compute(continuing).cpu()  # waits for the device
 
     bonus_s = timed(bonus, 3)
-    out = {"learner_step_ms": step_s * 1e3, "transitions": steps * envs,
+    out = {"device": device, "learner_step_ms": step_s * 1e3, "transitions": steps * envs,
            "ngu_total_entries": per_env * envs, "ngu_bonus_ms": bonus_s * 1e3,
            "ngu_share": bonus_s / step_s}
     queries = clustered(steps * envs, 2)
@@ -374,6 +383,9 @@ def main() -> None:
                                                                           30_000])
     parser.add_argument("--actor-seconds", type=float, default=10.0)
     parser.add_argument("--sections", default="abcdef", help="which of a-f to run")
+    parser.add_argument("--device", default="cpu",
+                        help="section b: where the learner and NGU's memories run (cuda: "
+                             "the GPU measurement of the <= 10%% goal)")
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
@@ -388,8 +400,9 @@ def main() -> None:
 
     if "b" in args.sections:
         print(f"\nb. episodic kNN bonus vs one learner step ({args.rollout_len} x {args.envs} "
-              f"transitions)")
-        share = bench_bonus_share(args.rollout_len, args.envs, args.episodic_total, big)
+              f"transitions, on {args.device})")
+        share = bench_bonus_share(args.rollout_len, args.envs, args.episodic_total, big,
+                                  args.device)
         figures["bonus"] = share
         print(f"learner step {share['learner_step_ms']:.1f} ms; NGU bonus with "
               f"{share['ngu_total_entries']:,} stored embeddings {share['ngu_bonus_ms']:.1f} ms "
