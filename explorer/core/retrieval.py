@@ -352,14 +352,13 @@ class RetrievalCore(nn.Module):
             state: ``(B, state_size)`` float32 CPU tensor, contiguous; written in place.
             start: ``(B,)`` bool, this step begins an episode.
         """
-        buffers = self.__dict__.get("_actor_out")
-        if buffers is None or len(buffers[0]) != len(x):
-            out = np.empty((len(x), self.out_size), np.float32)
-            self.__dict__["_actor_out"] = buffers = (out, torch.from_numpy(out))
+        out = self.__dict__.get("_actor_out")  # a plain attribute: no Module lookup
+        if out is None or len(out) != len(x):
+            out = self.__dict__["_actor_out"] = torch.empty(len(x), self.out_size)
         flat = state.numpy()
         _kernel()(flat, flat, start, x, *self._numpy_weights(), self.window, self.chunk_len,
-                  self.k, self.cross_episode, buffers[0])
-        return buffers[1]
+                  self.k, self.cross_episode, out.numpy())
+        return out
 
     def _numpy_weights(self) -> tuple[np.ndarray, ...]:
         """NumPy views of the weights and biases of ``project``, ``chunk_key`` and ``out``,

@@ -318,3 +318,22 @@ def test_weights_saved_without_a_run_memory_load_with_an_empty_one() -> None:
     with_memory.load_state_dict(plain.state_dict())
     assert with_memory.memory_size() == 0 and not with_memory.memory_keys.any()
     torch.testing.assert_close(with_memory.project.weight, plain.project.weight)
+
+
+def test_a_copied_model_steps_into_its_own_output() -> None:
+    """``actor_step`` reuses an output buffer; a deep copy of a model that has stepped (as
+    evaluation or a snapshot may make) must step into its own, with its own result."""
+    import copy
+
+    net = core()
+    x = torch.randn(2, 3, F)
+    state = torch.zeros(3, net.state_size)
+    start = np.ones(3, bool)
+    with torch.no_grad():
+        first = net.actor_step(x[0].numpy(), state.clone(), start)
+        kept = first.clone()
+        twin = copy.deepcopy(net)
+        second = twin.actor_step(x[1].numpy(), state.clone(), start)
+        expected, _ = net(x[1:], state.clone(), torch.ones(1, 3, dtype=torch.bool))
+    torch.testing.assert_close(second, expected[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(first, kept)  # the original's buffer was not written
