@@ -679,9 +679,8 @@ class ActorCritic(nn.Module):
         x = self.encoder(flat)  # (T*B, F)
         value_x = x if self.critic_encoder is None else self.critic_encoder(flat)  # (T*B, F)
         if isinstance(self.core, RetrievalCore):
-            if (in_place and steps == 1 and not torch.is_grad_enabled() and x.is_cpu
-                    and x.dtype is core_state.dtype is torch.float32
-                    and core_state.is_contiguous() and value_x is x):
+            if (in_place and steps == 1 and value_x is x
+                    and self.core.runs_compiled(x, core_state)):
                 # an actor's step: straight to the compiled step (no module call, no views)
                 x = value_x = self.core.actor_step(x.numpy(), core_state,
                                                    episode_start.numpy()[0])  # (B, H)

@@ -214,9 +214,7 @@ class RetrievalCore(nn.Module):
         Returns:
             ``(T, B, H)`` outputs and the window after step T-1 ``(B, state_size)``.
         """
-        if (x.shape[0] == 1 and not torch.is_grad_enabled() and x.device.type == "cpu"
-                and x.dtype == state.dtype == torch.float32
-                and state.is_contiguous()):  # an actor's step
+        if x.shape[0] == 1 and self.runs_compiled(x, state):  # an actor's step
             return self._step(x.numpy()[0], state, episode_start.numpy()[0].astype(bool),
                               in_place)
         steps, batch, _ = x.shape
@@ -313,6 +311,14 @@ class RetrievalCore(nn.Module):
             -1, -1, self.slot_size))  # (B, W, P)
         return out, torch.cat([ring.reshape(batch, -1), head[:, None].to(ring.dtype),
                                recent[steps:].detach().transpose(0, 1).reshape(batch, -1)], 1)
+
+    @staticmethod
+    def runs_compiled(x: Tensor, state: Tensor) -> bool:
+        """Whether a step on features ``x`` and window ``state`` can take the compiled path
+        (``_step``, ``actor_step``): inference (no autograd), float32 on the CPU, the state
+        contiguous. Callers check that it is one step (T = 1)."""
+        return (not torch.is_grad_enabled() and x.is_cpu
+                and x.dtype is state.dtype is torch.float32 and state.is_contiguous())
 
     def _step(self, x: np.ndarray, state: Tensor, start: np.ndarray,
               in_place: bool) -> tuple[Tensor, Tensor]:
